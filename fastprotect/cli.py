@@ -1,0 +1,74 @@
+"""The ``fastprotect`` command: LightningCLI subcommands plus a few of our own.
+
+``fit``/``validate``/``test``/``predict`` come from LightningCLI (omegaconf parser mode, so
+``${...}`` interpolation works in configs). ``info MODEL`` summarises a model file;
+``targets`` writes the target images as PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from lightning.pytorch.cli import LightningCLI
+
+from .data import MoPDataModule
+from .module import MoPModule
+
+OWN_COMMANDS = ("info", "targets")
+
+
+def _own(argv: Sequence[str]) -> int:
+    from .modelfile import ModelFileError, summary
+    from .targets import REPEATS, save_targets
+
+    parser = argparse.ArgumentParser(prog="fastprotect")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="summarise a model file")
+    p_info.add_argument("model")
+    p_tg = sub.add_parser("targets", help="write the target images as PNG")
+    p_tg.add_argument("--out", required=True, help="output folder")
+    p_tg.add_argument("--size", type=int, default=512)
+    p_tg.add_argument("specs", nargs="*", default=list(REPEATS), help="target specs")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        try:
+            print(summary(args.model))
+        except ModelFileError as e:
+            print(f"fastprotect: {e}", file=sys.stderr)
+            return 2
+        return 0
+    for p in save_targets(args.specs, args.size, args.out):
+        print(p)
+    return 0
+
+
+def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs) -> LightningCLI:
+    """The project's LightningCLI (``run=False`` parses a config into model, data, trainer)."""
+    # The frozen encoder stays in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    return LightningCLI(
+        MoPModule,
+        MoPDataModule,
+        args=args,
+        run=run,
+        seed_everything_default=0,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        **kwargs,
+    )
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastprotect`` console script (tests call it in-process)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in OWN_COMMANDS:
+        return _own(argv)
+    make_cli(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

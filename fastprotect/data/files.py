@@ -1,0 +1,88 @@
+"""Finding, splitting and reading image files."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class NoImagesError(ValueError):
+    """No usable image was found where the user pointed."""
+
+
+def list_images(dirs: Sequence[str | Path]) -> list[Path]:
+    """All image files under ``dirs`` (recursive, by extension, case-insensitive), sorted."""
+    found: set[Path] = set()
+    for d in dirs:
+        p = Path(d).expanduser()
+        if p.is_file():
+            found.add(p)
+            continue
+        if not p.is_dir():
+            raise NoImagesError(f"{p}: no such directory")
+        found.update(
+            f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+        )
+    return sorted(found)
+
+
+def split_key(path: Path) -> float:
+    """A number in [0, 1) from the file's name, stable across machines and folder moves."""
+    digest = hashlib.sha1(f"{path.parent.name}/{path.name}".encode()).hexdigest()
+    return int(digest[:8], 16) / 2**32
+
+
+def split_files(files: Sequence[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
+    """Deterministic train/val split: a file is in val when ``split_key < val_fraction``.
+
+    The key hashes ``<parent folder>/<file name>``, so the split does not depend on where
+    the data lives nor on which other files are present.
+    """
+    train = [f for f in files if split_key(f) >= val_fraction]
+    val = [f for f in files if split_key(f) < val_fraction]
+    return train, val
+
+
+def read_rgb(path: str | Path, max_side: int | None = None) -> Tensor:
+    """Decode an image (EXIF orientation applied) to ``3xHxW`` uint8 RGB.
+
+    Args:
+        path: the file.
+        max_side: shrink (never enlarge) so that the shorter side is at most this.
+    """
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        im = im.convert("RGB")
+        if max_side is not None and min(im.size) > max_side:
+            scale = max_side / min(im.size)
+            im = im.resize(
+                (max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                Image.Resampling.BICUBIC,
+            )
+        arr = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def read_all(files: Sequence[Path], max_side: int | None = None) -> tuple[list[Path], list[Tensor]]:
+    """Read every file; skip unreadable ones with one warning listing them."""
+    ok, images, bad = [], [], []
+    for f in files:
+        try:
+            images.append(read_rgb(f, max_side))
+            ok.append(f)
+        except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
+            bad.append(f"{f} ({type(e).__name__}: {e})")
+    if bad:
+        warnings.warn(
+            f"skipped {len(bad)} unreadable image file(s): " + "; ".join(bad), stacklevel=2
+        )
+    return ok, images

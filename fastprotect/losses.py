@@ -1,0 +1,111 @@
+"""Protection loss terms ("loss callbacks"), each a small module chosen and weighted in YAML.
+
+A term gets one :class:`LossInputs` per step and returns an unweighted scalar; the
+LightningModule adds ``weight * term`` over all terms and logs each one as
+``train/<name>`` and ``val/<name>``. A new term (a JPEG-robust term, a perceptual
+regulariser) is a new subclass: the module does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .encoders import Encoder
+
+
+@dataclass
+class LossInputs:
+    """Everything a term may use for one batch.
+
+    Attributes:
+        x: clean images ``Bx3xRxR``.
+        x_hat: protected images (differentiable w.r.t. the perturbations).
+        latent: ``E(x_hat)``.
+        features: intermediate maps of ``E(x_hat)`` by name (the union all terms asked for).
+        target_latent: ``E(y^t)`` for each sample's target.
+        target_features: the same maps of ``E(y^t)``.
+        encoder: the frozen encoder, for terms that need another pass.
+    """
+
+    x: Tensor
+    x_hat: Tensor
+    latent: Tensor
+    features: dict[str, Tensor]
+    target_latent: Tensor
+    target_features: dict[str, Tensor]
+    encoder: Encoder
+
+
+class LossTerm(nn.Module):
+    """Base class of a loss term.
+
+    Args:
+        weight: multiplier of this term in the total loss.
+    """
+
+    name: str = "term"
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+
+    def layers(self, encoder: Encoder) -> tuple[str, ...]:
+        """Feature maps this term reads (resolved against the encoder)."""
+        return ()
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self, encoder: Encoder) -> dict:
+        """What this term is, for the model file's recipe."""
+        return {"class": type(self).__name__, "name": self.name, "weight": self.weight}
+
+
+class LatentLoss(LossTerm):
+    """The z-space texture term ``||E(x_hat) - z_y^t||^2`` (mean squared)."""
+
+    name = "latent"
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        return F.mse_loss(inputs.latent, inputs.target_latent)
+
+
+class MultiLayerLoss(LossTerm):
+    """The multi-layer term ``(1/L) sum_l ||F^l(x_hat) - F^l(y^t)||^2`` (mean squared).
+
+    Its ``weight`` is the paper's ``lambda``.
+
+    Args:
+        weight: ``lambda``.
+        layers: encoder feature-map names; ``None`` takes the encoder's ``default_layers``.
+    """
+
+    name = "multilayer"
+
+    def __init__(self, weight: float = 1.0, layers: Sequence[str] | None = None) -> None:
+        super().__init__(weight)
+        self._layers = tuple(layers) if layers is not None else None
+
+    def layers(self, encoder: Encoder) -> tuple[str, ...]:
+        chosen = self._layers if self._layers is not None else encoder.default_layers
+        encoder.check_layers(chosen)
+        return chosen
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        names = self.layers(inputs.encoder)
+        total = sum(
+            F.mse_loss(inputs.features[n], inputs.target_features[n]) for n in names
+        )
+        return total / len(names)
+
+    def describe(self, encoder: Encoder) -> dict:
+        return {**super().describe(encoder), "layers": list(self.layers(encoder))}
+
+
+def default_losses() -> list[LossTerm]:
+    """The full recipe: z-space term plus the multi-layer term with ``lambda = 1``."""
+    return [LatentLoss(1.0), MultiLayerLoss(1.0)]

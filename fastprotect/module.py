@@ -1,0 +1,203 @@
+"""The LightningModule: training glue around :class:`~fastprotect.mop.MixtureOfPerturbations`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch import Tensor
+
+from .encoders import Encoder
+from .losses import LossInputs, LossTerm, default_losses
+from .modelfile import save_model
+from .mop import MixtureOfPerturbations, MoPConfig
+from .targets import make_targets
+
+
+class MoPModule(L.LightningModule):
+    """Trains one global and ``K`` group perturbations per target with Adam.
+
+    Args:
+        encoder: the frozen encoder ``E`` (not optimised, not in hparams, not checkpointed).
+        targets: target specs (``low``/``mid``/``high``/``repeat:N``/image path).
+        groups: ``K``, group perturbations per target (0: a single universal perturbation).
+        eta: L-inf budget on the [0, 1] scale; each perturbation gets ``eta/2``.
+        resolution: ``R``, training resolution and perturbation size.
+        assignment_resolution: input size for routing and grouping (default ``R``).
+        lr: Adam learning rate.
+        losses: loss terms (default: latent + multi-layer with ``lambda = 1``).
+        routing: ``entropy`` (each image trains its routed target) or ``all``.
+        entropy_bins: bins of the latent-entropy histogram.
+        entropy_range: its value range (default: the encoder's ``latent_range``).
+        latent_grid: the k-means reduction pools latents to ``grid x grid``.
+        model_file: where ``fit`` writes the model (default
+            ``<trainer.default_root_dir>/model.safetensors``); never overwrites: an existing
+            file gets a numbered sibling.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        targets: list[str] | None = None,
+        groups: int = 4,
+        eta: float = 8 / 255,
+        resolution: int = 512,
+        assignment_resolution: int | None = None,
+        lr: float = 1e-3,
+        losses: list[LossTerm] | None = None,
+        routing: str = "entropy",
+        entropy_bins: int = 64,
+        entropy_range: tuple[float, float] | None = None,
+        latent_grid: int = 4,
+        model_file: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "losses"])
+        if routing not in ("entropy", "all"):
+            raise ValueError(f"routing must be 'entropy' or 'all', got {routing!r}")
+        if resolution % encoder.downsample:
+            raise ValueError(f"resolution {resolution} is not a multiple of {encoder.downsample}")
+        self.encoder = encoder.freeze()
+        config = MoPConfig(
+            targets=list(targets or ["low", "mid", "high"]),
+            groups=groups,
+            eta=eta,
+            resolution=resolution,
+            assignment_resolution=assignment_resolution or resolution,
+            entropy_bins=entropy_bins,
+            entropy_range=tuple(entropy_range or encoder.latent_range),
+            latent_grid=latent_grid,
+            latent_channels=encoder.latent_channels,
+        )
+        self.mop = MixtureOfPerturbations(config)
+        with torch.no_grad():
+            self.mop.targets.copy_((make_targets(config.targets, resolution) * 255).round())
+        self.loss_terms = torch.nn.ModuleList(losses if losses is not None else default_losses())
+        if not len(self.loss_terms):
+            raise ValueError("at least one loss term is needed")
+        self.layers = tuple(
+            dict.fromkeys(n for term in self.loss_terms for n in term.layers(encoder))
+        )
+        self.lr = lr
+        self.routing = routing
+        self.model_file = model_file
+        self.written_model: Path | None = None
+        self.strict_loading = False  # checkpoints carry no encoder weights
+        self._target_cache: tuple[Tensor, list[Tensor]] | None = None
+
+    # -- targets and assignment --------------------------------------------------------
+    @torch.no_grad()
+    def prepare_targets(self) -> None:
+        """Compute target latents, features and entropies on the current device (idempotent)."""
+        device = self.mop.targets.device
+        if self._target_cache is not None and self._target_cache[0].device == device:
+            return
+        y = self.mop.targets.float() / 255
+        z, feats = self.encoder.features(y, self.layers)
+        self._target_cache = (z, feats)
+        z_assign = self.encoder.latent(self.mop.assignment_input(y))
+        self.mop.target_entropy.copy_(self.mop.entropy(z_assign))
+
+    def set_assignment(self, centroids: Tensor) -> None:
+        """Install the fitted k-means++ centroids (``TxKxD``)."""
+        self.mop.centroids.copy_(centroids.to(self.mop.centroids))
+
+    def on_fit_start(self) -> None:
+        self.prepare_targets()
+
+    def on_validation_start(self) -> None:
+        self.prepare_targets()
+
+    # -- the loss ----------------------------------------------------------------------
+    def _losses(self, x: Tensor, x_hat: Tensor, target: Tensor) -> dict[str, Tensor]:
+        self.prepare_targets()
+        z_y, f_y = self._target_cache
+        latent, feats = self.encoder.features(x_hat, self.layers)
+        inputs = LossInputs(
+            x=x,
+            x_hat=x_hat,
+            latent=latent,
+            features=dict(zip(self.layers, feats, strict=True)),
+            target_latent=z_y[target],
+            target_features={n: f[target] for n, f in zip(self.layers, f_y, strict=True)},
+            encoder=self.encoder,
+        )
+        out = {term.name: term(inputs) for term in self.loss_terms}
+        out["loss"] = sum(term.weight * out[term.name] for term in self.loss_terms)
+        return out
+
+    def _expand(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Images, target and group per training sample (``all`` routing: every target)."""
+        x, groups = batch["image"], batch["groups"]
+        if self.routing == "all":
+            t_count = self.mop.num_targets
+            target = torch.arange(t_count, device=x.device).repeat_interleave(x.shape[0])
+            return x.repeat(t_count, 1, 1, 1), target, groups.T.reshape(-1)
+        target = batch["target"]
+        return x, target, groups.gather(1, target[:, None])[:, 0]
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        x, target, group = self._expand(batch)
+        x_hat = self.mop.apply(x, target, group)
+        out = self._losses(x, x_hat, target)
+        self.log_dict({f"train/{k}": v for k, v in out.items()}, prog_bar=True, batch_size=len(x))
+        return out["loss"]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # Validation protects as inference does: the routed target, its nearest group.
+        x, target = batch["image"], batch["target"]
+        group = batch["groups"].gather(1, target[:, None])[:, 0]
+        x_hat = self.mop.apply(x, target, group)
+        out = self._losses(x, x_hat, target)
+        z_y = self._target_cache[0][target]
+        pull = (self.encoder.latent(x_hat) - z_y).pow(2).flatten(1).sum(1) / (
+            self.encoder.latent(x) - z_y
+        ).pow(2).flatten(1).sum(1)
+        mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)
+        out["latent_pull"] = pull.mean()
+        out["psnr"] = (10 * torch.log10(1 / mse.clamp_min(1e-12))).mean()
+        self.log_dict({f"val/{k}": v for k, v in out.items()}, batch_size=len(x), sync_dist=True)
+
+    # -- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.mop.parameters(), lr=self.lr)
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.mop.project_()
+
+    # -- checkpoints and the model file -------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("encoder.")]:
+            del state[key]
+
+    def recipe(self) -> dict:
+        """How this model was trained, for the model file."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        return {
+            "losses": [t.describe(self.encoder) for t in self.loss_terms],
+            "lr": self.lr,
+            "routing": self.routing,
+            "steps": int(self.global_step),
+            "batch_size": getattr(dm, "batch_size", None),
+            "train_files": [f.name for f in getattr(dm, "train_files", [])],
+            "val_files": [f.name for f in getattr(dm, "val_files", [])],
+        }
+
+    def on_fit_end(self) -> None:
+        self._write_model()
+
+    @rank_zero_only
+    def _write_model(self) -> None:
+        root = Path(self.trainer.default_root_dir)
+        path = Path(self.model_file) if self.model_file else root / "model.safetensors"
+        stem, n = path.stem, 1
+        while path.exists():
+            path = path.with_name(f"{stem}-{n}{path.suffix}")
+            n += 1
+        self.written_model = save_model(self.mop, path, self.encoder.identity(), self.recipe())
+        rank_zero_info(f"fastprotect: wrote model {path}")

@@ -1,0 +1,119 @@
+"""The Mixture of Perturbations: a plain ``nn.Module`` holding everything a model file holds.
+
+For each of ``T`` targets: a global perturbation ``delta_g^t`` and ``K`` group
+perturbations ``delta_k^t`` (``3xRxR`` each), the assignment centroids ``A_t`` (``KxD``), and
+the target's latent entropy ``H(z_y^t)``. Each perturbation lives in the ``eta/2`` L-inf
+ball (the global one gets the whole ``eta`` when ``K == 0``, i.e. a universal perturbation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .latents import latent_entropy, nearest, reduce_latent, resize_square, route
+
+
+@dataclass
+class MoPConfig:
+    """The hyperparameters a trained model is defined by (stored in the model file)."""
+
+    targets: list[str] = field(default_factory=lambda: ["low", "mid", "high"])
+    groups: int = 4
+    eta: float = 8 / 255
+    resolution: int = 512
+    assignment_resolution: int = 512
+    entropy_bins: int = 64
+    entropy_range: tuple[float, float] = (-4.0, 4.0)
+    latent_grid: int = 4
+    latent_channels: int = 4
+
+    @property
+    def radius_global(self) -> float:
+        return self.eta if self.groups == 0 else self.eta / 2
+
+    @property
+    def radius_group(self) -> float:
+        return self.eta / 2
+
+    @property
+    def feature_dim(self) -> int:
+        return self.latent_channels * self.latent_grid**2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["entropy_range"] = list(self.entropy_range)
+        return d
+
+
+class MixtureOfPerturbations(nn.Module):
+    """Perturbation bank, target routing and group assignment.
+
+    Args:
+        config: the model's hyperparameters.
+    """
+
+    def __init__(self, config: MoPConfig) -> None:
+        super().__init__()
+        self.config = config
+        t, k, r = len(config.targets), config.groups, config.resolution
+        self.global_delta = nn.Parameter(torch.zeros(t, 3, r, r))
+        self.group_delta = nn.Parameter(torch.zeros(t, k, 3, r, r))
+        self.register_buffer("centroids", torch.zeros(t, k, config.feature_dim))
+        self.register_buffer("target_entropy", torch.zeros(t, config.latent_channels))
+        self.register_buffer("targets", torch.zeros(t, 3, r, r, dtype=torch.uint8))
+
+    @property
+    def num_targets(self) -> int:
+        return self.global_delta.shape[0]
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Clamp every perturbation back into its L-inf ball (after each optimiser step)."""
+        self.global_delta.clamp_(-self.config.radius_global, self.config.radius_global)
+        self.group_delta.clamp_(-self.config.radius_group, self.config.radius_group)
+
+    def perturbation(self, target: Tensor, group: Tensor) -> Tensor:
+        """``delta_g^t + delta_k^t`` for each sample, ``Bx3xRxR`` (``K == 0``: global only)."""
+        delta = self.global_delta[target]
+        if self.config.groups > 0:
+            delta = delta + self.group_delta[target, group]
+        return delta
+
+    def apply(self, x: Tensor, target: Tensor, group: Tensor) -> Tensor:
+        """Training-time protection of ``RxR`` images: ``clamp(x + delta_g^t + delta_k^t, 0, 1)``."""
+        return (x + self.perturbation(target, group)).clamp(0, 1)
+
+    def entropy(self, z: Tensor) -> Tensor:
+        """``H(z)`` with this model's histogram settings, ``BxC``."""
+        lo, hi = self.config.entropy_range
+        return latent_entropy(z, self.config.entropy_bins, float(lo), float(hi))
+
+    def reduce(self, z: Tensor) -> Tensor:
+        """The reduced latent the centroids live in."""
+        return reduce_latent(z, self.config.latent_grid)
+
+    def route(self, z: Tensor) -> Tensor:
+        """Target index by the entropy rule, ``B``."""
+        return route(self.entropy(z), self.target_entropy)
+
+    def assign(self, z: Tensor, target: Tensor) -> Tensor:
+        """Group index by nearest centroid of each sample's target, ``B``."""
+        if self.config.groups == 0:
+            return torch.zeros_like(target)
+        feats = self.reduce(z)
+        d = (feats[:, None, :] - self.centroids[target]).pow(2).sum(-1)
+        return d.argmin(1)
+
+    def assign_all(self, z: Tensor) -> Tensor:
+        """Group index under every target, ``BxT``."""
+        if self.config.groups == 0:
+            return torch.zeros(z.shape[0], self.num_targets, dtype=torch.long, device=z.device)
+        feats = self.reduce(z)
+        return torch.stack([nearest(feats, c) for c in self.centroids], 1)
+
+    def assignment_input(self, x: Tensor) -> Tensor:
+        """Images resized to the assignment resolution."""
+        return resize_square(x, self.config.assignment_resolution)

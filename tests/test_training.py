@@ -1,0 +1,140 @@
+"""The LightningModule and the fit loop on the tiny config."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from fastprotect.cli import make_cli
+from fastprotect.encoders import TINY_CONFIG, DiffusersVAEEncoder
+from fastprotect.losses import LatentLoss, MultiLayerLoss
+from fastprotect.module import MoPModule
+
+from .conftest import needs_data, tiny_args
+
+
+class BoundChecker(L.Callback):
+    """Records the largest |delta| / radius after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.ratios: list[float] = []
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        c = pl_module.mop.config
+        g = pl_module.mop.global_delta.abs().max().item() / c.radius_global
+        k = pl_module.mop.group_delta.abs().max().item() / c.radius_group if c.groups else 0.0
+        self.ratios.append(max(g, k))
+        self.losses.append(float(outputs["loss"]))
+
+
+def fit_tiny(tmp_path, *extra: str) -> tuple[object, BoundChecker]:
+    cli = make_cli(tiny_args(tmp_path, *extra), run=False)
+    checker = BoundChecker()
+    cli.trainer.callbacks.append(checker)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli, checker
+
+
+def test_module_rejects_bad_settings():
+    enc = DiffusersVAEEncoder(config=TINY_CONFIG)
+    with pytest.raises(ValueError, match="routing"):
+        MoPModule(enc, routing="sometimes", resolution=32)
+    with pytest.raises(ValueError, match="multiple of"):
+        MoPModule(enc, resolution=33)
+    with pytest.raises(ValueError, match="at least one loss"):
+        MoPModule(enc, resolution=32, losses=[])
+
+
+def test_only_perturbations_are_optimised():
+    enc = DiffusersVAEEncoder(config=TINY_CONFIG)
+    m = MoPModule(enc, resolution=32, groups=2)
+    opt = m.configure_optimizers()
+    params = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert params == {id(m.mop.global_delta), id(m.mop.group_delta)}
+    assert "encoder" not in m.hparams and "losses" not in m.hparams
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--trainer.accumulate_grad_batches=2"],
+        ["--trainer.precision=bf16-mixed"],
+        ["--model.groups=0"],
+    ],
+    ids=["plain", "accumulate", "bf16-mixed", "uap"],
+)
+def test_bound_holds_after_every_step(tmp_path, extra):
+    cli, checker = fit_tiny(tmp_path, "--model.lr=0.05", *extra)
+    assert len(checker.ratios) >= 6
+    assert max(checker.ratios) <= 1.0 + 1e-6
+    # a big learning rate drives the perturbations to the edge of their balls
+    assert max(checker.ratios) > 0.99
+
+
+@needs_data
+def test_losses_decrease_and_model_file_is_written(tmp_path):
+    cli, checker = fit_tiny(tmp_path, "--trainer.max_steps=30", "--model.lr=0.005")
+    first, last = sum(checker.losses[:5]) / 5, sum(checker.losses[-5:]) / 5
+    assert last < 0.9 * first, (first, last)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert cli.model.written_model == tmp_path / "model.safetensors"
+
+
+@needs_data
+def test_each_term_decreases_and_is_logged(tmp_path):
+    cli, _ = fit_tiny(tmp_path, "--trainer.max_steps=30", "--model.lr=0.005")
+    logged = cli.trainer.logged_metrics
+    for key in ["train/latent", "train/multilayer", "train/loss", "val/latent_pull", "val/psnr"]:
+        assert key in logged, key
+    assert logged["val/latent_pull"] < 1.0  # protected latents are closer to the target
+    assert logged["val/psnr"] > 30  # 8/255 budget
+
+
+@needs_data
+def test_all_targets_routing_trains_every_target(tmp_path):
+    cli, _ = fit_tiny(tmp_path, "--data.routing=all", "--model.routing=all", "--model.lr=0.01")
+    assert all(cli.model.mop.global_delta[t].abs().sum() > 0 for t in range(3))
+
+
+@needs_data
+def test_checkpoint_has_no_encoder_and_resumes(tmp_path):
+    cli, _ = fit_tiny(tmp_path, "--trainer.enable_checkpointing=true")
+    (ckpt,) = list(tmp_path.rglob("*.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert not any(k.startswith("encoder.") for k in state["state_dict"])
+    assert "encoder" not in state["hyper_parameters"]
+    m = cli.model
+    loaded = MoPModule.load_from_checkpoint(ckpt, encoder=DiffusersVAEEncoder(config=TINY_CONFIG))
+    assert torch.equal(loaded.mop.global_delta, m.mop.global_delta)
+    assert torch.equal(loaded.mop.centroids, m.mop.centroids)
+
+
+@needs_data
+def test_model_file_is_never_overwritten(tmp_path):
+    fit_tiny(tmp_path, "--trainer.max_steps=2")
+    fit_tiny(tmp_path, "--trainer.max_steps=2")
+    assert (tmp_path / "model.safetensors").is_file()
+    assert (tmp_path / "model-1.safetensors").is_file()
+
+
+def test_custom_loss_term_needs_no_module_change():
+    from fastprotect.losses import LossTerm
+
+    class PixelL2(LossTerm):
+        name = "pixel"
+
+        def forward(self, inputs):
+            return (inputs.x_hat - inputs.x).pow(2).mean()
+
+    enc = DiffusersVAEEncoder(config=TINY_CONFIG)
+    m = MoPModule(enc, resolution=32, groups=1, losses=[LatentLoss(), MultiLayerLoss(0.5, ["mid"]), PixelL2(2.0)])
+    m.prepare_targets()
+    x = torch.rand(2, 3, 32, 32)
+    out = m._losses(x, m.mop.apply(x, torch.tensor([0, 1]), torch.tensor([0, 0])), torch.tensor([0, 1]))
+    assert set(out) == {"latent", "multilayer", "pixel", "loss"}
+    assert torch.isclose(out["loss"], out["latent"] + 0.5 * out["multilayer"] + 2.0 * out["pixel"])
+    assert m.layers == ("mid",)
