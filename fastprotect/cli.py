@@ -17,11 +17,17 @@ from lightning.pytorch.cli import LightningCLI
 from .data import MoPDataModule
 from .module import MoPModule
 
+from .data import NoImagesError
+from .modelfile import ModelFileError
+from .weights import ChecksumError, WeightsNotFoundError
+
 OWN_COMMANDS = ("info", "targets")
+# Errors that are the user's to fix: one line, no traceback.
+USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
 
 
 def _own(argv: Sequence[str]) -> int:
-    from .modelfile import ModelFileError, summary
+    from .modelfile import summary
     from .targets import REPEATS, save_targets
 
     parser = argparse.ArgumentParser(prog="fastprotect")
@@ -66,7 +72,11 @@ def main(args: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in OWN_COMMANDS:
         return _own(argv)
-    make_cli(args)
+    try:
+        make_cli(args)
+    except USER_ERRORS as e:
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,183 @@
+"""The real CLI, in-process: fit, validate, --print_config, info, targets, W&B, DDP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from fastprotect.cli import main
+from fastprotect.modelfile import ModelFileError, load_model, read_header, summary
+
+from .conftest import REPO, needs_data, tiny_args
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny fit through the CLI, shared by the tests of this module."""
+    tmp = tmp_path_factory.mktemp("fit")
+    assert main(["fit", *tiny_args(tmp)]) == 0
+    return tmp / "model.safetensors"
+
+
+@needs_data
+def test_fit_writes_a_self_describing_model(trained):
+    doc = read_header(trained)
+    assert doc["format"] == "fastprotect-mop" and doc["format_version"] == 1
+    assert doc["config"]["groups"] == 2 and doc["config"]["resolution"] == 32
+    assert doc["config"]["targets"] == ["low", "mid", "high"]
+    assert doc["encoder"]["kind"] == "diffusers" and len(doc["encoder"]["weights_sha256"]) == 64
+    assert doc["recipe"]["steps"] == 6 and doc["recipe"]["losses"][1]["layers"] == ["down1", "mid"]
+    assert "adaptive_avg_pool2d" in doc["reduction"]
+    with safe_open(str(trained), framework="pt") as f:
+        assert set(f.keys()) == {"global_delta", "group_delta", "centroids", "target_entropy", "targets"}
+    mop, _ = load_model(trained)
+    eta = mop.config.eta
+    assert mop.global_delta.abs().max() <= eta / 2 + 1e-7
+    assert mop.group_delta.abs().max() <= eta / 2 + 1e-7
+    assert mop.centroids.abs().sum() > 0 and mop.target_entropy.abs().sum() > 0
+
+
+@needs_data
+def test_info_prints_a_summary(trained, capsys):
+    assert main(["info", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "K=2" in out and "8.00/255" in out and "low, mid, high" in out
+    assert summary(trained).splitlines()[0].endswith("model.safetensors")
+
+
+def test_info_on_a_bad_file_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastprotect:") and "bad.safetensors" in err and "\n" not in err
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_model_file_loads_without_pickle(trained, monkeypatch):
+    import pickle
+
+    def forbidden(*a, **k):
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    mop, doc = load_model(trained)
+    assert mop.global_delta.shape == (3, 3, 32, 32)
+
+
+@needs_data
+def test_validate_subcommand(trained, tmp_path):
+    assert main(["validate", *tiny_args(tmp_path)]) == 0
+
+
+def test_print_config_resolves_interpolation(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(REPO / "configs" / "taef2.yaml"), "--print_config"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "save_dir: runs/taef2" in out  # ${trainer.default_root_dir} resolved
+
+
+def test_bad_data_dir_is_a_clear_error(tmp_path, capsys):
+    code = main(["fit", *tiny_args(tmp_path), f"--data.data_dirs=[{tmp_path / 'nowhere'}]"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "fastprotect: error:" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_empty_data_dir_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    code = main(["fit", *tiny_args(tmp_path), f"--data.data_dirs=[{tmp_path / 'empty'}]"])
+    assert code == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+def test_targets_command_writes_pngs(tmp_path, capsys):
+    assert main(["targets", "--out", str(tmp_path), "--size", "64"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "target_0_low.png", "target_1_mid.png", "target_2_high.png"
+    ]
+
+
+def read_wandb_history(path) -> dict[str, list[float | str]]:
+    """Every history value in an offline ``.wandb`` file, by key.
+
+    The file is a LevelDB-style log (7-byte file header, 32 KiB blocks, records with a
+    7-byte header: crc32, little-endian length, type) of W&B ``Record`` protobufs.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending, out = 32768, 7, b"", {}
+    while pos + 7 <= len(data):
+        room = block - pos % block
+        if room < 7:
+            pos += room
+            continue
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        kind = data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(pending)
+            if rec.WhichOneof("record_type") == "history":
+                for item in rec.history.item:
+                    key = item.key or "/".join(item.nested_key)
+                    out.setdefault(key, []).append(json.loads(item.value_json))
+    return out
+
+
+@needs_data
+@pytest.mark.slow
+def test_wandb_offline_run_holds_the_metrics(tmp_path):
+    args = tiny_args(
+        tmp_path,
+        "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+        "--trainer.logger.offline=true",
+        f"--trainer.logger.save_dir={tmp_path}",
+        "--trainer.logger.project=fastprotect-test",
+        "--trainer.callbacks=fastprotect.callbacks.ImagePanel",
+        "--trainer.callbacks.every_n_steps=3",
+    )
+    assert main(["fit", *args]) == 0
+    import wandb
+
+    wandb.finish()  # a CLI process finishes the run at exit; in-process we do it here
+    (run,) = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+    history = read_wandb_history(run)
+    for key in ["train/latent", "train/multilayer", "train/loss", "val/latent_pull", "val/psnr"]:
+        assert key in history, (key, sorted(history))
+    assert len(history["train/loss"]) == 6  # log_every_n_steps=1, six steps
+    assert all(0 < v < 1.5 for v in history["val/latent_pull"])
+    assert history["train/panel/_type"] == ["images/separated"] * 2  # panels at steps 3, 6
+    assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == ["step000003.png", "step000006.png"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_end_identical(tmp_path):
+    args = tiny_args(
+        tmp_path,
+        "--trainer.strategy=ddp_spawn",
+        "--trainer.devices=2",
+        "--trainer.callbacks=fastprotect.callbacks.RankDigest",
+        f"--trainer.callbacks.out_dir={tmp_path}",
+    )
+    assert main(["fit", *args]) == 0
+    digests = sorted(tmp_path.glob("rank*.json"))
+    assert [p.name for p in digests] == ["rank0.json", "rank1.json"]
+    a, b = (json.loads(p.read_text()) for p in digests)
+    assert a["sha256"] == b["sha256"] and a["steps"] == b["steps"] > 0
+    assert (tmp_path / "model.safetensors").is_file()
