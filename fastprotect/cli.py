@@ -2,7 +2,7 @@
 
 ``fit``/``validate``/``test``/``predict`` come from LightningCLI (omegaconf parser mode, so
 ``${...}`` interpolation works in configs). ``info MODEL`` summarises a model file;
-``targets`` writes the target images as PNG.
+``targets`` writes the target images as PNG; ``samples`` writes sample photos.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .data import NoImagesError
 from .modelfile import ModelFileError
 from .weights import ChecksumError, WeightsNotFoundError
 
-OWN_COMMANDS = ("info", "targets")
+OWN_COMMANDS = ("info", "targets", "samples")
 # Errors that are the user's to fix: one line, no traceback.
 USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
 
@@ -38,6 +38,8 @@ def _own(argv: Sequence[str]) -> int:
     p_tg.add_argument("--out", required=True, help="output folder")
     p_tg.add_argument("--size", type=int, default=512)
     p_tg.add_argument("specs", nargs="*", default=list(REPEATS), help="target specs")
+    p_s = sub.add_parser("samples", help="write scikit-image's bundled sample photos to a folder")
+    p_s.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     if args.command == "info":
         try:
@@ -45,6 +47,12 @@ def _own(argv: Sequence[str]) -> int:
         except ModelFileError as e:
             print(f"fastprotect: {e}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "samples":
+        from .samples import write_samples
+
+        paths = write_samples(args.out)
+        print(f"{len(paths)} sample photos in {args.out}")
         return 0
     for p in save_targets(args.specs, args.size, args.out):
         print(p)

@@ -181,3 +181,23 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     a, b = (json.loads(p.read_text()) for p in digests)
     assert a["sha256"] == b["sha256"] and a["steps"] == b["steps"] > 0
     assert (tmp_path / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["tiny", "quick", "taef2", "sd15"])
+def test_every_config_parses(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(REPO / "configs" / f"{name}.yaml"), "--print_config"])
+    assert e.value.code == 0
+    assert "encoder:" in capsys.readouterr().out
+
+
+def test_sd15_config_builds_the_paper_setup_from_a_local_vae(tmp_path):
+    """configs/sd15.yaml's encoder path with a local (tiny, random) diffusers VAE folder."""
+    from diffusers import AutoencoderKL
+
+    from fastprotect.encoders import TINY_CONFIG, DiffusersVAEEncoder
+
+    AutoencoderKL(**TINY_CONFIG).save_pretrained(tmp_path / "pipe" / "vae")
+    enc = DiffusersVAEEncoder(pretrained=str(tmp_path / "pipe"), subfolder="vae")
+    assert enc.latent(torch.rand(1, 3, 32, 32)).shape == (1, 4, 16, 16)
+    assert enc.identity()["name"].startswith(str(tmp_path / "pipe"))

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.cluster import KMeans
 from torch import Tensor
+from tqdm import tqdm
 
 from ..encoders import Encoder
 from ..latents import nearest
@@ -62,12 +63,17 @@ def file_digest(files: Sequence[Path]) -> str:
 
 @torch.no_grad()
 def encode_for_assignment(
-    mop: MixtureOfPerturbations, encoder: Encoder, images: Sequence[Tensor], batch_size: int = 4
+    mop: MixtureOfPerturbations,
+    encoder: Encoder,
+    images: Sequence[Tensor],
+    batch_size: int = 4,
+    progress: bool = False,
 ) -> Tensor:
     """Latents of uint8 ``3xHxW`` images at the assignment resolution, ``NxCxhxw``."""
     device = next(encoder.parameters()).device
     out = []
-    for i in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for i in tqdm(starts, desc="encoding for the assignment", unit="batch", disable=not progress):
         x = torch.cat(
             [mop.assignment_input(im[None].to(device).float() / 255) for im in images[i : i + batch_size]]
         )

@@ -190,7 +190,7 @@ class MoPDataModule(L.LightningDataModule):
         # Unreadable files were skipped: key the cache by the files actually used.
         path, meta = self._cache_path(model, train)
         rank_zero_info(f"fastprotect: encoding {len(images)} training images for the assignment")
-        latents = encode_for_assignment(model.mop, model.encoder, images)
+        latents = encode_for_assignment(model.mop, model.encoder, images, progress=True)
         assignment = fit_assignment(model.mop, latents, self.routing, self.seed)
         assignment.save(path, {**meta, "files": [str(f) for f in train]})
         counts = torch.bincount(assignment.routes, minlength=model.mop.num_targets).tolist()
