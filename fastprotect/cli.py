@@ -14,11 +14,9 @@ from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
-from .data import MoPDataModule
-from .module import MoPModule
-
-from .data import NoImagesError
+from .data import MoPDataModule, NoImagesError
 from .modelfile import ModelFileError
+from .module import MoPModule
 from .weights import ChecksumError, WeightsNotFoundError
 
 OWN_COMMANDS = ("info", "targets", "samples")

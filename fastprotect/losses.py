@@ -97,9 +97,7 @@ class MultiLayerLoss(LossTerm):
 
     def forward(self, inputs: LossInputs) -> Tensor:
         names = self.layers(inputs.encoder)
-        total = sum(
-            F.mse_loss(inputs.features[n], inputs.target_features[n]) for n in names
-        )
+        total = sum(F.mse_loss(inputs.features[n], inputs.target_features[n]) for n in names)
         return total / len(names)
 
     def describe(self, encoder: Encoder) -> dict:

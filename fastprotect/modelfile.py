@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -54,9 +53,7 @@ def save_model(
         "reduction": REDUCTION,
         "recipe": recipe or {},
     }
-    tensors = {
-        name: getattr(mop, name).detach().cpu().contiguous().clone() for name in TENSORS
-    }
+    tensors = {name: getattr(mop, name).detach().cpu().contiguous().clone() for name in TENSORS}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -121,7 +118,8 @@ def summary(path: str | os.PathLike) -> str:
     lines = [
         f"model       {path}",
         f"format      {doc['format']} v{doc['format_version']}",
-        f"encoder     {enc.get('kind')}:{enc.get('name')} (weights sha256 {enc.get('weights_sha256')})",
+        f"encoder     {enc.get('kind')}:{enc.get('name')}",
+        f"            weights sha256 {enc.get('weights_sha256')}",
         f"targets     {', '.join(c.targets)}",
         f"groups      K={c.groups} per target",
         f"eta         {c.eta:.6f} ({c.eta * 255:.2f}/255); max |global| {g * 255:.2f}/255, "

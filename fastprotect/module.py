@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -87,6 +88,7 @@ class MoPModule(L.LightningModule):
         self.written_model: Path | None = None
         self.strict_loading = False  # checkpoints carry no encoder weights
         self._target_cache: tuple[Tensor, list[Tensor]] | None = None
+        self._fit_started: float | None = None
 
     # -- targets and assignment --------------------------------------------------------
     @torch.no_grad()
@@ -106,6 +108,7 @@ class MoPModule(L.LightningModule):
         self.mop.centroids.copy_(centroids.to(self.mop.centroids))
 
     def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
         self.prepare_targets()
 
     def on_validation_start(self) -> None:
@@ -183,6 +186,9 @@ class MoPModule(L.LightningModule):
             "lr": self.lr,
             "routing": self.routing,
             "steps": int(self.global_step),
+            "fit_seconds": round(time.perf_counter() - self._fit_started, 1)
+            if self._fit_started
+            else None,
             "batch_size": getattr(dm, "batch_size", None),
             "train_files": [f.name for f in getattr(dm, "train_files", [])],
             "val_files": [f.name for f in getattr(dm, "val_files", [])],

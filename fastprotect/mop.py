@@ -83,7 +83,10 @@ class MixtureOfPerturbations(nn.Module):
         return delta
 
     def apply(self, x: Tensor, target: Tensor, group: Tensor) -> Tensor:
-        """Training-time protection of ``RxR`` images: ``clamp(x + delta_g^t + delta_k^t, 0, 1)``."""
+        """Training-time protection of ``RxR`` images.
+
+        ``clamp(x + delta_g^t + delta_k^t, 0, 1)``.
+        """
         return (x + self.perturbation(target, group)).clamp(0, 1)
 
     def entropy(self, z: Tensor) -> Tensor:

@@ -1,4 +1,7 @@
-"""Sample colour photos that ship inside scikit-image's wheel (no download, nothing in this repo)."""
+"""Sample colour photos that ship inside scikit-image's wheel.
+
+No download, and nothing copied into this repository.
+"""
 
 from __future__ import annotations
 

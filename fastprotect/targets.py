@@ -5,7 +5,8 @@ coloured quadrants) repeated ``n x n`` times over the frame. It is rendered anal
 4x supersampling and box-filtered, so it is deterministic at any resolution and owes
 nothing to a third-party image. Default repetitions: ``low`` 1, ``mid`` 4, ``high`` 12 tiles
 per side (chosen by ``tools/target_routing.py``: on TAEF2 at 256 px they split the shared
-training images between the three targets; see docs/method.md). A target spec is one of ``low``, ``mid``, ``high``, ``repeat:N`` or an image path.
+training images between the three targets; see docs/method.md). A target spec is one of
+``low``, ``mid``, ``high``, ``repeat:N`` or an image path.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def _tile(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     rings = np.where(cross, 1 - rings, rings)
     quadrant = (u < 0.5).astype(np.int64) * 2 + (v < 0.5).astype(np.int64)
     tint = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=np.float32)[quadrant]
-    return rings[..., None] * np.maximum(tint, 0.25 * (1 - tint) + tint) + (1 - rings[..., None]) * (
-        1 - tint
-    ) * 0.15
+    return (
+        rings[..., None] * np.maximum(tint, 0.25 * (1 - tint) + tint)
+        + (1 - rings[..., None]) * (1 - tint) * 0.15
+    )
 
 
 def procedural_target(repeats: int, size: int | tuple[int, int]) -> Tensor:

@@ -112,7 +112,9 @@ def _download(spec: WeightFile, dest: Path) -> Path:
     return dest
 
 
-def resolve_weights(name: str, path: str | os.PathLike | None = None, download: bool = True) -> Path:
+def resolve_weights(
+    name: str, path: str | os.PathLike | None = None, download: bool = True
+) -> Path:
     """Find a pinned weight file, downloading it into the user cache if needed.
 
     Args:

@@ -32,7 +32,13 @@ def test_fit_writes_a_self_describing_model(trained):
     assert doc["recipe"]["steps"] == 6 and doc["recipe"]["losses"][1]["layers"] == ["down1", "mid"]
     assert "adaptive_avg_pool2d" in doc["reduction"]
     with safe_open(str(trained), framework="pt") as f:
-        assert set(f.keys()) == {"global_delta", "group_delta", "centroids", "target_entropy", "targets"}
+        assert set(f.keys()) == {
+            "global_delta",
+            "group_delta",
+            "centroids",
+            "target_entropy",
+            "targets",
+        }
     mop, _ = load_model(trained)
     eta = mop.config.eta
     assert mop.global_delta.abs().max() <= eta / 2 + 1e-7
@@ -99,10 +105,29 @@ def test_empty_data_dir_is_a_clear_error(tmp_path, capsys):
     assert "no image files" in capsys.readouterr().err
 
 
+def test_only_unreadable_images_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "junk" / "b.jpg").write_bytes(b"")
+    code = main(
+        [
+            "fit",
+            *tiny_args(tmp_path),
+            "--data.val_fraction=0",
+            f"--data.data_dirs=[{tmp_path / 'junk'}]",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "could be read" in err and "Traceback" not in err
+
+
 def test_targets_command_writes_pngs(tmp_path, capsys):
     assert main(["targets", "--out", str(tmp_path), "--size", "64"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "target_0_low.png", "target_1_mid.png", "target_2_high.png"
+        "target_0_low.png",
+        "target_1_mid.png",
+        "target_2_high.png",
     ]
 
 
@@ -162,7 +187,10 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path):
     assert len(history["train/loss"]) == 6  # log_every_n_steps=1, six steps
     assert all(0 < v < 1.5 for v in history["val/latent_pull"])
     assert history["train/panel/_type"] == ["images/separated"] * 2  # panels at steps 3, 6
-    assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == ["step000003.png", "step000006.png"]
+    assert sorted(p.name for p in (tmp_path / "panels").iterdir()) == [
+        "step000003.png",
+        "step000006.png",
+    ]
 
 
 @needs_data
@@ -183,10 +211,13 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     assert (tmp_path / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("name", ["tiny", "quick", "taef2", "sd15"])
-def test_every_config_parses(name, capsys):
+@pytest.mark.parametrize(
+    "names", [["tiny"], ["quick"], ["taef2"], ["sd15"], ["taef2", "taef2_uap"]]
+)
+def test_every_config_parses(names, capsys):
+    configs = [a for n in names for a in ("--config", str(REPO / "configs" / f"{n}.yaml"))]
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(REPO / "configs" / f"{name}.yaml"), "--print_config"])
+        main(["fit", *configs, "--print_config"])
     assert e.value.code == 0
     assert "encoder:" in capsys.readouterr().out
 

@@ -65,7 +65,13 @@ def test_read_rgb_shrinks_but_never_enlarges(tmp_path):
 
 def _mop(k=2):
     return MixtureOfPerturbations(
-        MoPConfig(targets=["low", "mid", "high"], groups=k, resolution=16, latent_channels=2, latent_grid=2)
+        MoPConfig(
+            targets=["low", "mid", "high"],
+            groups=k,
+            resolution=16,
+            latent_channels=2,
+            latent_grid=2,
+        )
     )
 
 

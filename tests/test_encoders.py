@@ -46,7 +46,10 @@ def test_tiny_vae_is_seeded():
     a = DiffusersVAEEncoder(config=TINY_CONFIG, seed=0)
     b = DiffusersVAEEncoder(config=TINY_CONFIG, seed=0)
     assert a.identity() == b.identity()
-    assert a.identity()["weights_sha256"] != DiffusersVAEEncoder(config=TINY_CONFIG, seed=1).identity()["weights_sha256"]
+    assert (
+        a.identity()["weights_sha256"]
+        != DiffusersVAEEncoder(config=TINY_CONFIG, seed=1).identity()["weights_sha256"]
+    )
 
 
 def test_diffusers_needs_exactly_one_source():
@@ -83,7 +86,9 @@ def test_taef2_strict_load_rejects_wrong_architecture(tmp_path):
     with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
         tiny_encoder(32, pool_blocks=0).load_state_dict(
             torch.load(
-                __import__("fastprotect.weights", fromlist=["x"]).resolve_weights("taef2_encoder.pth"),
+                __import__("fastprotect.weights", fromlist=["x"]).resolve_weights(
+                    "taef2_encoder.pth"
+                ),
                 weights_only=True,
             ),
             strict=True,

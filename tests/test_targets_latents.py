@@ -54,7 +54,9 @@ def test_reduce_route_nearest():
     h = torch.tensor([[0.0, 1.0], [5.0, 5.0]])
     targets = torch.tensor([[0.0, 0.0], [4.0, 4.0], [10.0, 10.0]])
     assert route(h, targets).tolist() == [0, 1]
-    assert nearest(torch.tensor([[0.9, 0.0]]), torch.tensor([[0.0, 0.0], [1.0, 0.0]])).tolist() == [1]
+    assert nearest(torch.tensor([[0.9, 0.0]]), torch.tensor([[0.0, 0.0], [1.0, 0.0]])).tolist() == [
+        1
+    ]
 
 
 def test_resize_square():

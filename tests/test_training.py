@@ -20,6 +20,7 @@ class BoundChecker(L.Callback):
     def __init__(self) -> None:
         self.ratios: list[float] = []
         self.losses: list[float] = []
+        self.terms: list[dict[str, float]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         c = pl_module.mop.config
@@ -27,6 +28,10 @@ class BoundChecker(L.Callback):
         k = pl_module.mop.group_delta.abs().max().item() / c.radius_group if c.groups else 0.0
         self.ratios.append(max(g, k))
         self.losses.append(float(outputs["loss"]))
+        m = trainer.callback_metrics
+        self.terms.append(
+            {n: float(m[f"train/{n}"]) for n in ("latent", "multilayer") if f"train/{n}" in m}
+        )
 
 
 def fit_tiny(tmp_path, *extra: str) -> tuple[object, BoundChecker]:
@@ -86,7 +91,11 @@ def test_losses_decrease_and_model_file_is_written(tmp_path):
 
 @needs_data
 def test_each_term_decreases_and_is_logged(tmp_path):
-    cli, _ = fit_tiny(tmp_path, "--trainer.max_steps=30", "--model.lr=0.005")
+    cli, checker = fit_tiny(tmp_path, "--trainer.max_steps=30", "--model.lr=0.005")
+    for name in ("latent", "multilayer"):
+        values = [t[name] for t in checker.terms]
+        assert len(values) == 30
+        assert sum(values[-5:]) < 0.95 * sum(values[:5]), (name, values[:5], values[-5:])
     logged = cli.trainer.logged_metrics
     for key in ["train/latent", "train/multilayer", "train/loss", "val/latent_pull", "val/psnr"]:
         assert key in logged, key
@@ -114,11 +123,19 @@ def test_checkpoint_has_no_encoder_and_resumes(tmp_path):
 
 
 @needs_data
-def test_model_file_is_never_overwritten(tmp_path):
+def test_model_file_is_never_overwritten_and_assignment_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTPROTECT_CACHE_DIR", str(tmp_path / "cache"))
     fit_tiny(tmp_path, "--trainer.max_steps=2")
+    import fastprotect.data.datamodule as dm
+
+    def no_refit(*a, **k):
+        raise AssertionError("assignment recomputed despite the cache")
+
+    monkeypatch.setattr(dm, "fit_assignment", no_refit)
     fit_tiny(tmp_path, "--trainer.max_steps=2")
     assert (tmp_path / "model.safetensors").is_file()
     assert (tmp_path / "model-1.safetensors").is_file()
+    assert len(list((tmp_path / "cache" / "assignments").glob("*.safetensors"))) == 1
 
 
 def test_custom_loss_term_needs_no_module_change():
@@ -131,10 +148,17 @@ def test_custom_loss_term_needs_no_module_change():
             return (inputs.x_hat - inputs.x).pow(2).mean()
 
     enc = DiffusersVAEEncoder(config=TINY_CONFIG)
-    m = MoPModule(enc, resolution=32, groups=1, losses=[LatentLoss(), MultiLayerLoss(0.5, ["mid"]), PixelL2(2.0)])
+    m = MoPModule(
+        enc,
+        resolution=32,
+        groups=1,
+        losses=[LatentLoss(), MultiLayerLoss(0.5, ["mid"]), PixelL2(2.0)],
+    )
     m.prepare_targets()
     x = torch.rand(2, 3, 32, 32)
-    out = m._losses(x, m.mop.apply(x, torch.tensor([0, 1]), torch.tensor([0, 0])), torch.tensor([0, 1]))
+    out = m._losses(
+        x, m.mop.apply(x, torch.tensor([0, 1]), torch.tensor([0, 0])), torch.tensor([0, 1])
+    )
     assert set(out) == {"latent", "multilayer", "pixel", "loss"}
     assert torch.isclose(out["loss"], out["latent"] + 0.5 * out["multilayer"] + 2.0 * out["pixel"])
     assert m.layers == ("mid",)

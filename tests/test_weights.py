@@ -15,7 +15,9 @@ def fake_registry(tmp_path, monkeypatch):
     src = tmp_path / "upstream" / "fake.pth"
     src.parent.mkdir()
     src.write_bytes(b"weights-bytes" * 1000)
-    spec = WeightFile("fake.pth", "fakegroup", src.as_uri(), hashlib.sha256(src.read_bytes()).hexdigest())
+    spec = WeightFile(
+        "fake.pth", "fakegroup", src.as_uri(), hashlib.sha256(src.read_bytes()).hexdigest()
+    )
     monkeypatch.setitem(W.REGISTRY, spec.name, spec)
     monkeypatch.setenv("FASTPROTECT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("FASTPROTECT_WEIGHTS_DIR", raising=False)
@@ -53,7 +55,9 @@ def test_checksum_mismatch_is_an_error(fake_registry, tmp_path):
 
 def test_corrupt_download_leaves_nothing(fake_registry, tmp_path, monkeypatch):
     spec, src = fake_registry
-    monkeypatch.setitem(W.REGISTRY, spec.name, WeightFile(spec.name, spec.group, spec.url, "0" * 64))
+    monkeypatch.setitem(
+        W.REGISTRY, spec.name, WeightFile(spec.name, spec.group, spec.url, "0" * 64)
+    )
     with pytest.raises(ChecksumError):
         resolve_weights("fake.pth")
     folder = tmp_path / "cache" / "weights" / "fakegroup"
@@ -63,12 +67,18 @@ def test_corrupt_download_leaves_nothing(fake_registry, tmp_path, monkeypatch):
 def test_offline_and_missing_names_file_variable_and_url(fake_registry, monkeypatch):
     spec, src = fake_registry
     monkeypatch.setitem(
-        W.REGISTRY, spec.name, WeightFile(spec.name, spec.group, "http://127.0.0.1:9/fake.pth", spec.sha256)
+        W.REGISTRY,
+        spec.name,
+        WeightFile(spec.name, spec.group, "http://127.0.0.1:9/fake.pth", spec.sha256),
     )
     with pytest.raises(WeightsNotFoundError) as e:
         resolve_weights("fake.pth")
     msg = str(e.value)
-    assert "fake.pth" in msg and "FASTPROTECT_WEIGHTS_DIR" in msg and "http://127.0.0.1:9/fake.pth" in msg
+    assert (
+        "fake.pth" in msg
+        and "FASTPROTECT_WEIGHTS_DIR" in msg
+        and "http://127.0.0.1:9/fake.pth" in msg
+    )
 
 
 @needs_weights

@@ -37,7 +37,8 @@ def run(config: str, resolution: int, batch_size: int, steps: int, warmup: int) 
     with tempfile.TemporaryDirectory() as tmp:
         cli = make_cli(
             [
-                "--config", config,
+                "--config",
+                config,
                 f"--model.resolution={resolution}",
                 f"--data.batch_size={batch_size}",
                 f"--trainer.max_steps={steps + warmup}",
@@ -55,7 +56,9 @@ def run(config: str, resolution: int, batch_size: int, steps: int, warmup: int) 
 
 
 def cli_main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="configs/taef2.yaml")
     p.add_argument("--resolution", type=int, nargs="+", default=[256, 512])
     p.add_argument("--batch-size", type=int, default=2)

@@ -24,7 +24,9 @@ from fastprotect.targets import REPEATS, procedural_target
 
 @torch.no_grad()
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--encoder", default="taef2")
     p.add_argument("--resolution", type=int, default=256)
@@ -35,11 +37,18 @@ def main() -> None:
     enc = build_encoder(args.encoder)
     a, (lo, hi) = args.resolution, args.range
     files = list_images([args.data])
-    z = torch.cat([enc.latent(resize_square(read_rgb(f, 2 * a)[None].float() / 255, a)) for f in files])
+    z = torch.cat(
+        [enc.latent(resize_square(read_rgb(f, 2 * a)[None].float() / 255, a)) for f in files]
+    )
     h = latent_entropy(z, args.bins, lo, hi)
-    print(f"{len(files)} images, encoder {args.encoder}, assignment {a}px, {args.bins} bins on [{lo}, {hi}]")
-    print(f"image H(z) per channel, mean over channels: min {h.mean(1).min():.2f} "
-          f"median {h.mean(1).median():.2f} max {h.mean(1).max():.2f} bits")
+    print(
+        f"{len(files)} images, encoder {args.encoder}, assignment {a}px, "
+        f"{args.bins} bins on [{lo}, {hi}]"
+    )
+    print(
+        f"image H(z) per channel, mean over channels: min {h.mean(1).min():.2f} "
+        f"median {h.mean(1).median():.2f} max {h.mean(1).max():.2f} bits"
+    )
 
     def target_h(reps: int) -> torch.Tensor:
         return latent_entropy(enc.latent(procedural_target(reps, a)[None]), args.bins, lo, hi)[0]
@@ -47,7 +56,12 @@ def main() -> None:
     names = list(REPEATS)
     ht = torch.stack([target_h(REPEATS[n]) for n in names])
     won = (h[:, None] - ht[None]).abs().sum(-1).argmin(1)
-    print("\ndefault targets: " + ", ".join(f"{n}={REPEATS[n]}x{REPEATS[n]} (H {ht[i].mean():.2f})" for i, n in enumerate(names)))
+    print(
+        "\ndefault targets: "
+        + ", ".join(
+            f"{n}={REPEATS[n]}x{REPEATS[n]} (H {ht[i].mean():.2f})" for i, n in enumerate(names)
+        )
+    )
     by_folder: dict[str, Counter] = {}
     for f, t in zip(files, won.tolist(), strict=True):
         by_folder.setdefault(f.parent.name, Counter())[names[t]] += 1

@@ -75,7 +75,10 @@ def encode_for_assignment(
     starts = range(0, len(images), batch_size)
     for i in tqdm(starts, desc="encoding for the assignment", unit="batch", disable=not progress):
         x = torch.cat(
-            [mop.assignment_input(im[None].to(device).float() / 255) for im in images[i : i + batch_size]]
+            [
+                mop.assignment_input(im[None].to(device).float() / 255)
+                for im in images[i : i + batch_size]
+            ]
         )
         out.append(encoder.latent(x).float().cpu())
     return torch.cat(out)
@@ -116,7 +119,9 @@ def fit_assignment(
             km = KMeans(n_clusters=k, init="k-means++", n_init=10, random_state=seed)
             km.fit(feats[members].double().numpy())
             centroids[t] = torch.from_numpy(km.cluster_centers_).float()
-    groups = torch.stack([nearest(feats, c) for c in centroids], 1) if k > 0 else torch.zeros(
-        n, t_count, dtype=torch.long
+    groups = (
+        torch.stack([nearest(feats, c) for c in centroids], 1)
+        if k > 0
+        else torch.zeros(n, t_count, dtype=torch.long)
     )
     return Assignment(routes=routes, groups=groups, centroids=centroids, entropy=entropy.cpu())

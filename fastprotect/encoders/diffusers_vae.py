@@ -33,7 +33,8 @@ class DiffusersVAEEncoder(Encoder):
     down blocks after the first, plus ``mid``.
 
     Args:
-        pretrained: hub id or local directory (e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5``).
+        pretrained: hub id or local directory
+            (e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5``).
         subfolder: where the VAE lives inside ``pretrained`` (``"vae"`` for pipelines).
         revision: hub revision (commit) to pin.
         config: build a randomly initialised model from this config instead (tests).

@@ -74,7 +74,12 @@ def tiny_encoder(latent_channels: int, pool_blocks: int = 0, width: int = 64) ->
     blocks = iter(Block(width, width, pool=p) for p in pooled)
     layers: list[nn.Module] = [_conv(3, width), Block(width, width)]
     for _ in range(3):
-        layers += [_conv(width, width, stride=2, bias=False), next(blocks), next(blocks), next(blocks)]
+        layers += [
+            _conv(width, width, stride=2, bias=False),
+            next(blocks),
+            next(blocks),
+            next(blocks),
+        ]
     layers.append(_conv(width, latent_channels))
     return nn.Sequential(*layers)
 
@@ -83,7 +88,7 @@ def tiny_decoder(latent_channels: int, pool_blocks: int = 0, width: int = 64) ->
     """The TAESD-family decoder as an ``nn.Sequential`` (state-dict compatible)."""
     pooled = iter(i < pool_blocks for i in range(9))
     layers: list[nn.Module] = [Clamp(), _conv(latent_channels, width), nn.ReLU()]
-    for i in range(3):
+    for _ in range(3):
         layers += [Block(width, width, pool=next(pooled)) for _ in range(3)]
         layers += [nn.Upsample(scale_factor=2), _conv(width, width, bias=False)]
     layers += [Block(width, width), _conv(width, 3)]

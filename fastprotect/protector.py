@@ -1,0 +1,76 @@
+"""The inference module: one ``nn.Module`` from image to protected image.
+
+Every protection path (Python, Lightning predict, the exported graph) is meant to run this
+module so that they cannot drift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .encoders import Encoder
+from .mop import MixtureOfPerturbations
+
+
+class Protector(nn.Module):
+    """Encode at the assignment resolution, choose target and group, resize the
+    perturbation to the image, scale it by the strength map, add, clamp.
+
+    ``x_hat = clamp(x + clip(S(1 - M) * delta, -b, b), 0, 1)`` with
+    ``S(u) = s_min + (s_max - s_min) * u`` and ``b = floor(255 * s_max * eta) / 255``, so that
+    for 8-bit inputs ``||round(255 x_hat) - 255 x||_inf <= 255 * s_max * eta`` always.
+
+    Args:
+        encoder: the encoder the model was trained with.
+        mop: the trained mixture.
+        strength_map: visibility map ``M(x, x + delta)`` in ``[0, 1]``; ``None`` turns adaptive
+            strength off (every pixel gets ``s_max``).
+        s_min: strength where the perturbation is fully visible.
+        s_max: strength where it is invisible.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        mop: MixtureOfPerturbations,
+        strength_map: nn.Module | None = None,
+        s_min: float = 0.5,
+        s_max: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= s_min <= s_max:
+            raise ValueError(f"need 0 <= s_min <= s_max, got {s_min}, {s_max}")
+        self.encoder = encoder.freeze()
+        self.mop = mop.eval().requires_grad_(False)
+        self.strength_map = strength_map
+        self.s_min = float(s_min)
+        self.s_max = float(s_max)
+        self.bound = math.floor(255 * s_max * mop.config.eta + 1e-6) / 255
+
+    def choose(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Target and group index per image, ``B`` each."""
+        z = self.encoder.latent(self.mop.assignment_input(x))
+        target = self.mop.route(z)
+        return target, self.mop.assign(z, target)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Protect ``Bx3xHxW`` images in ``[0, 1]`` (any ``H, W >= 1``)."""
+        target, group = self.choose(x)
+        delta = self.mop.perturbation(target, group)
+        delta = F.interpolate(delta, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.strength_map is not None:
+            m = self.strength_map(x, (x + delta).clamp(0, 1))
+            delta = delta * (self.s_min + (self.s_max - self.s_min) * (1 - m))
+        else:
+            delta = delta * self.s_max
+        return (x + delta.clamp(-self.bound, self.bound)).clamp(0, 1)
+
+
+@torch.no_grad()
+def protect_tensor(protector: Protector, x: Tensor) -> Tensor:
+    """Protect one ``3xHxW`` image in ``[0, 1]``; returns the same shape."""
+    return protector(x[None])[0]

@@ -1,0 +1,111 @@
+"""The inference module (issue 3's core): bound, shapes, strength maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastprotect.encoders import TINY_CONFIG, DiffusersVAEEncoder
+from fastprotect.mop import MixtureOfPerturbations, MoPConfig
+from fastprotect.protector import Protector
+from fastprotect.strength import JNDMap, build_strength_map
+
+
+@pytest.fixture(scope="module")
+def protector_factory():
+    enc = DiffusersVAEEncoder(config=TINY_CONFIG)
+    cfg = MoPConfig(groups=2, resolution=32, assignment_resolution=16, latent_channels=4)
+    mop = MixtureOfPerturbations(cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        # saturated random perturbations: the worst case for the bound
+        mop.global_delta.copy_(torch.randint(0, 2, mop.global_delta.shape, generator=g) * 2 - 1.0)
+        mop.group_delta.copy_(torch.randint(0, 2, mop.group_delta.shape, generator=g) * 2 - 1.0)
+        mop.project_()
+        mop.centroids.normal_(generator=g)
+        mop.target_entropy.uniform_(0, 4, generator=g)
+
+    def make(strength, s_min=0.5, s_max=1.0):
+        return Protector(enc, mop, strength, s_min, s_max)
+
+    return make
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 70),
+    w=st.integers(1, 70),
+    seed=st.integers(0, 2**16),
+    content=st.sampled_from(["noise", "flat", "black", "white", "edges"]),
+    adaptive=st.booleans(),
+    s_max=st.sampled_from([1.0, 0.75, 0.5]),
+)
+def test_bound_holds_after_8bit_rounding(protector_factory, h, w, seed, content, adaptive, s_max):
+    g = torch.Generator().manual_seed(seed)
+    if content == "noise":
+        x8 = torch.randint(0, 256, (1, 3, h, w), generator=g)
+    elif content == "flat":
+        x8 = torch.full((1, 3, h, w), int(torch.randint(0, 256, (), generator=g)))
+    elif content == "black":
+        x8 = torch.zeros(1, 3, h, w, dtype=torch.long)
+    elif content == "white":
+        x8 = torch.full((1, 3, h, w), 255)
+    else:
+        x8 = (torch.arange(w).repeat(h, 1) % 2 * 255).expand(1, 3, h, w)
+    x = x8.float() / 255
+    p = protector_factory(JNDMap() if adaptive else None, s_min=0.5 * s_max, s_max=s_max)
+    with torch.no_grad():
+        out = p(x)
+    assert out.shape == x.shape
+    out8 = (out * 255).round().long()
+    eta255 = s_max * p.mop.config.eta * 255
+    assert (out8 - x8).abs().max().item() <= eta255 + 1e-6
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_non_adaptive_uses_the_full_budget_on_mid_grey(protector_factory):
+    p = protector_factory(None)
+    x = torch.full((1, 3, 32, 32), 0.5)
+    with torch.no_grad():
+        d = (p(x) - x).abs()
+    assert torch.isclose(d.max(), torch.tensor(8 / 255), atol=1e-6)
+
+
+def test_adaptive_gives_less_to_flat_than_to_textured_regions(protector_factory):
+    torch.manual_seed(0)
+    x = torch.full((1, 3, 64, 64), 0.5)
+    x[..., 32:] = torch.rand(1, 3, 64, 32)  # right half: strong texture
+    p = protector_factory(JNDMap(), s_min=0.25, s_max=1.0)
+    with torch.no_grad():
+        d = (p(x) - x).abs()
+    flat, textured = d[..., 4:60, 4:28].mean(), d[..., 4:60, 36:60].mean()
+    assert textured > 1.5 * flat, (flat, textured)
+
+
+def test_jnd_threshold_is_higher_on_dark_and_textured_backgrounds():
+    jnd = JNDMap()
+    mid = jnd.threshold(torch.full((1, 3, 16, 16), 0.5)).mean()
+    dark = jnd.threshold(torch.full((1, 3, 16, 16), 0.02)).mean()
+    checker = torch.tensor(np.indices((16, 16)).sum(0) % 2, dtype=torch.float32).expand(
+        1, 3, 16, 16
+    )
+    textured = jnd.threshold(checker * 0.6 + 0.2).mean()
+    assert dark > mid and textured > mid
+
+
+def test_auto_strength_map_falls_back_to_jnd_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("FASTPROTECT_WEIGHTS_DIR", raising=False)
+    with pytest.warns(UserWarning, match="JND map instead"):
+        module, name = build_strength_map("auto")
+    assert name == "jnd" and isinstance(module, JNDMap)
+    with pytest.raises(FileNotFoundError, match="alexnet"):
+        build_strength_map("lpips")
+
+
+def test_bad_strength_settings():
+    with pytest.raises(ValueError):
+        build_strength_map("maybe")
