@@ -19,7 +19,7 @@ from .modelfile import ModelFileError
 from .module import MoPModule
 from .weights import ChecksumError, WeightsNotFoundError
 
-OWN_COMMANDS = ("info", "targets", "samples")
+OWN_COMMANDS = ("info", "targets", "samples", "protect")
 # Errors that are the user's to fix: one line, no traceback.
 USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
 
@@ -38,7 +38,25 @@ def _own(argv: Sequence[str]) -> int:
     p_tg.add_argument("specs", nargs="*", default=list(REPEATS), help="target specs")
     p_s = sub.add_parser("samples", help="write scikit-image's bundled sample photos to a folder")
     p_s.add_argument("--out", required=True, help="output folder")
+    p_pr = sub.add_parser("protect", help="protect image files, folders (recursive) and globs")
+    p_pr.add_argument("inputs", nargs="+", help="files, folders or glob patterns")
+    p_pr.add_argument("--out", default="protected", help="output folder (default: ./protected)")
+    p_pr.add_argument("--model", help="model file (.safetensors) from `fastprotect fit`")
+    p_pr.add_argument("--format", choices=["png", "jpeg"], default="png")
+    p_pr.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    p_pr.add_argument("--skip-existing", action="store_true", help="resume: keep existing outputs")
+    p_pr.add_argument(
+        "--strength",
+        choices=["auto", "lpips", "jnd", "off"],
+        default="auto",
+        help="adaptive strength map (off: full strength everywhere)",
+    )
+    p_pr.add_argument("--s-min", type=float, default=0.5)
+    p_pr.add_argument("--s-max", type=float, default=1.0)
+    p_pr.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.command == "protect":
+        return _protect(args)
     if args.command == "info":
         try:
             print(summary(args.model))
@@ -52,7 +70,12 @@ def _own(argv: Sequence[str]) -> int:
         paths = write_samples(args.out)
         print(f"{len(paths)} sample photos in {args.out}")
         return 0
-    for p in save_targets(args.specs, args.size, args.out):
+    try:
+        paths = save_targets(args.specs, args.size, args.out)
+    except (FileExistsError, ValueError) as e:
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
         print(p)
     return 0
 
@@ -71,6 +94,48 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs) -> L
         save_config_kwargs={"overwrite": True},
         **kwargs,
     )
+
+
+def _protect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .protect import load_protector, plan, protect_files
+
+    if args.model is None:
+        print(
+            "fastprotect: error: no default model ships yet; train one with "
+            "`fastprotect fit --config configs/quick.yaml` and pass --model "
+            "outputs/quick/model.safetensors",
+            file=sys.stderr,
+        )
+        return 2
+    if args.format == "jpeg":
+        print(
+            "fastprotect: warning: lossy JPEG re-encoding weakens the protection; "
+            "prefer PNG where you can",
+            file=sys.stderr,
+        )
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            protector, strength = load_protector(args.model, args.strength, args.s_min, args.s_max)
+        for w in caught:
+            if "JND map instead" in str(w.message):
+                print(f"fastprotect: note: {w.message}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
+        if args.debug:
+            raise
+        print(f"fastprotect: error: {args.model}: {e}", file=sys.stderr)
+        return 2
+    print(f"fastprotect: strength map: {strength}", file=sys.stderr)
+    out = Path(args.out)
+    jobs, problems = plan(args.inputs, out, args.format)
+    summary = protect_files(protector, jobs, args.format, args.quality, args.skip_existing)
+    summary.failed = problems + summary.failed
+    for src, why in summary.failed:
+        print(f"fastprotect: failed: {src}: {why}", file=sys.stderr)
+    print(f"fastprotect: {summary.line()}; output in {out}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -87,14 +87,19 @@ def make_targets(specs: Sequence[str], size: int) -> Tensor:
 
 
 def save_targets(specs: Sequence[str], size: int, out_dir: str | Path) -> list[Path]:
-    """Write each target as ``target_<i>_<name>.png`` into ``out_dir``; returns the paths."""
+    """Write each target as ``target_<i>_<name>.png`` into ``out_dir``; returns the paths.
+
+    Raises:
+        FileExistsError: a file of that name is already there (nothing is overwritten).
+    """
     out = Path(out_dir)
+    names = [Path(s).stem if Path(s).suffix else s.replace(":", "") for s in specs]
+    paths = [out / f"target_{i}_{n}.png" for i, n in enumerate(names)]
+    taken = [str(p) for p in paths if p.exists()]
+    if taken:
+        raise FileExistsError(f"not overwriting {', '.join(taken)}; choose another folder")
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (spec, img) in enumerate(zip(specs, make_targets(specs, size), strict=True)):
-        name = Path(spec).stem if Path(spec).suffix else spec.replace(":", "")
-        p = out / f"target_{i}_{name}.png"
+    for p, img in zip(paths, make_targets(specs, size), strict=True):
         arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         Image.fromarray(arr).save(p)
-        paths.append(p)
     return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +65,9 @@ class DiffusersVAEEncoder(Encoder):
                 torch.manual_seed(seed)
                 vae = AutoencoderKL(**config)
             self._name = f"random-config-seed{seed}"
+        self._config = config
+        self._seed = seed
+        self._source = (pretrained, subfolder, revision)
         self.encoder = vae.encoder
         self.quant_conv = vae.quant_conv
         self.scaling_factor = float(vae.config.scaling_factor)
@@ -96,4 +100,15 @@ class DiffusersVAEEncoder(Encoder):
     def identity(self) -> dict[str, str]:
         if self._sha is None:
             self._sha = state_sha256(self)
-        return {"kind": "diffusers", "name": self._name, "weights_sha256": self._sha}
+        pretrained, subfolder, revision = self._source
+        init = (
+            {"config": self._config, "seed": self._seed}
+            if self._config is not None
+            else {"pretrained": pretrained, "subfolder": subfolder, "revision": revision}
+        )
+        return {
+            "kind": "diffusers",
+            "name": self._name,
+            "weights_sha256": self._sha,
+            "init": json.dumps(init, sort_keys=True),
+        }

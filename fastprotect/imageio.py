@@ -1,0 +1,163 @@
+"""Reading images for protection and writing the protected result, losing nothing.
+
+What each input becomes (the protected output is always 8 bits per channel):
+
+| input | protected as | written as |
+|---|---|---|
+| RGB, 8-bit | RGB | RGB PNG (or JPEG on request) |
+| RGBA / LA / palette with transparency | RGB | RGBA: the alpha channel copied untouched |
+| grayscale (L), 1-bit | RGB (the perturbation is colour) | RGB |
+| palette (P) without transparency | RGB | RGB |
+| CMYK | converted to RGB | RGB; the CMYK ICC profile is dropped (it does not describe RGB) |
+| 16-bit (I;16, I) grayscale, 16-bit RGB(A) PNG | scaled to 8 bits, RGB | RGB |
+| animated (several frames) | refused with a clear error | — |
+
+EXIF orientation is applied before protection (and the orientation tag dropped), so the
+output looks the same as the input in every viewer; the ICC profile and the remaining EXIF
+are carried over to PNG and JPEG outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+
+class ImageReadError(ValueError):
+    """An input file could not be used; the message names the file and the problem."""
+
+
+@dataclass
+class LoadedImage:
+    """A decoded input: RGB in [0, 1], the untouched alpha channel, and what to carry over."""
+
+    rgb: Tensor
+    alpha: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    source_mode: str = "RGB"
+    notes: list[str] = field(default_factory=list)
+
+
+def _to_8bit_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
+        notes.append(f"{im.mode} scaled to 8 bits")
+        arr8 = np.clip(np.round(arr / peak * 255), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if im.mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    return im.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Decode ``path`` for protection.
+
+    Raises:
+        ImageReadError: unreadable, truncated, not an image, a decompression bomb, animated,
+            or empty.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if getattr(im, "n_frames", 1) > 1:
+                    raise ImageReadError(
+                        f"{path}: animated image ({im.n_frames} frames) is not supported; "
+                        "export the frame you want as a still image"
+                    )
+                im.load()
+                icc = im.info.get("icc_profile")
+                exif = im.getexif()
+                im = ImageOps.exif_transpose(im)
+                notes: list[str] = []
+                mode = im.mode
+                alpha = None
+                if mode == "P" and "transparency" in im.info:
+                    im = im.convert("RGBA")
+                if im.mode in ("RGBA", "LA", "PA"):
+                    alpha = np.asarray(im.getchannel("A")).copy()
+                    im = im.convert("RGB")
+                if mode == "CMYK":
+                    icc = None
+                rgb = _to_8bit_rgb(im, notes)
+                arr = np.asarray(rgb, dtype=np.uint8)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"{path}: refused as a possible decompression bomb ({e})") from e
+    except FileNotFoundError as e:
+        raise ImageReadError(f"{path}: no such file") from e
+    except Exception as e:  # noqa: BLE001 - any decoder failure is this file's problem
+        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageReadError(f"{path}: empty image")
+    exif.pop(0x0112, None)  # orientation was applied
+    tensor = torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
+    return LoadedImage(
+        rgb=tensor,
+        alpha=alpha,
+        icc_profile=icc,
+        exif=exif.tobytes() if len(exif) else None,
+        source_mode=mode,
+        notes=notes,
+    )
+
+
+def to_uint8(rgb: Tensor) -> np.ndarray:
+    """``3xHxW`` in [0, 1] -> ``HxWx3`` uint8 (rounded)."""
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_image(
+    image: LoadedImage,
+    rgb: Tensor,
+    path: str | os.PathLike,
+    fmt: str = "png",
+    quality: int = 95,
+) -> Path:
+    """Write the protected ``rgb`` with the input's alpha, ICC and EXIF, atomically.
+
+    The file appears complete or not at all (temp file in the same folder, then rename);
+    an existing ``path`` is never replaced.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path}: exists; not overwriting")
+    arr = to_uint8(rgb)
+    if image.alpha is not None and fmt == "png":
+        out = Image.fromarray(np.dstack([arr, image.alpha]), "RGBA")
+    else:
+        out = Image.fromarray(arr, "RGB")
+    kwargs: dict = {}
+    if image.icc_profile:
+        kwargs["icc_profile"] = image.icc_profile
+    if image.exif:
+        kwargs["exif"] = image.exif
+    if fmt == "jpeg":
+        kwargs.update(quality=quality, subsampling=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    try:
+        out.save(tmp, format="PNG" if fmt == "png" else "JPEG", **kwargs)
+        os.link(tmp, path)  # atomic, and fails instead of replacing a file that appeared
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

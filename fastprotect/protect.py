@@ -1,0 +1,150 @@
+"""Protecting image files: the ``fastprotect protect`` command and its Python API."""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data.files import IMAGE_EXTENSIONS
+from .encoders import encoder_from_identity
+from .imageio import ImageReadError, load_image, save_image
+from .modelfile import load_model
+from .protector import Protector
+from .strength import build_strength_map
+
+
+def load_protector(
+    model: str | Path,
+    strength: str = "auto",
+    s_min: float = 0.5,
+    s_max: float = 1.0,
+) -> tuple[Protector, str]:
+    """Build the inference module from a model file.
+
+    Args:
+        model: a ``.safetensors`` model file.
+        strength: ``auto`` (LPIPS if its weights are local, else JND), ``lpips``, ``jnd`` or
+            ``off`` (no adaptive strength).
+        s_min, s_max: the strength range of ``S``.
+
+    Returns:
+        The protector and the name of the strength map that runs (``off`` when none).
+    """
+    mop, doc = load_model(model)
+    encoder = encoder_from_identity(doc["encoder"])
+    if strength == "off":
+        return Protector(encoder, mop, None, s_min, s_max), "off"
+    module, name = build_strength_map(strength)
+    return Protector(encoder, mop, module, s_min, s_max), name
+
+
+@dataclass
+class Job:
+    source: Path
+    dest: Path
+
+
+@dataclass
+class Summary:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    def line(self) -> str:
+        n = len(self.written)
+        ms = 1000 * self.model_seconds / n if n else 0.0
+        return (
+            f"{n} protected, {len(self.skipped)} skipped, {len(self.failed)} failed "
+            f"in {self.seconds:.1f} s ({ms:.0f} ms per image in the model)"
+        )
+
+
+def plan(
+    inputs: Sequence[str], out_dir: Path, fmt: str
+) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """Map inputs (files, folders searched recursively, globs) to output files.
+
+    Files found in a folder keep their path relative to it; loose files go to ``out_dir``
+    directly. Files inside ``out_dir`` are never taken as inputs.
+    """
+    suffix = ".png" if fmt == "png" else ".jpg"
+    out_abs = out_dir.resolve()
+    jobs: list[Job] = []
+    problems: list[tuple[Path, str]] = []
+
+    def under_out(p: Path) -> bool:
+        return p.resolve() == out_abs or out_abs in p.resolve().parents
+
+    def add(src: Path, rel: Path) -> None:
+        if under_out(src):
+            return
+        jobs.append(Job(src, out_dir / rel.with_suffix(suffix)))
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    add(f, f.relative_to(p))
+        elif p.is_file():
+            add(p, Path(p.name))
+        else:
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                problems.append((p, "no such file, folder or matching glob"))
+            for f in files:
+                add(f, Path(f.name))
+    seen: dict[Path, Path] = {}
+    unique: list[Job] = []
+    for job in jobs:
+        if job.dest in seen:
+            problems.append((job.source, f"same output name as {seen[job.dest]}; skipped"))
+            continue
+        if job.dest.resolve() == job.source.resolve():
+            problems.append((job.source, "output would overwrite the input; skipped"))
+            continue
+        seen[job.dest] = job.source
+        unique.append(job)
+    return unique, problems
+
+
+@torch.no_grad()
+def protect_files(
+    protector: Protector,
+    jobs: Iterable[Job],
+    fmt: str = "png",
+    quality: int = 95,
+    skip_existing: bool = False,
+    progress: bool = True,
+) -> Summary:
+    """Protect each job's source into its destination; one failure does not stop the batch."""
+    jobs = list(jobs)
+    summary = Summary()
+    t0 = time.perf_counter()
+    for job in tqdm(jobs, desc="protecting", unit="image", disable=not progress):
+        if job.dest.exists():
+            if skip_existing:
+                summary.skipped.append(job.source)
+            else:
+                summary.failed.append((job.source, f"{job.dest} exists (use --skip-existing)"))
+            continue
+        try:
+            image = load_image(job.source)
+            t = time.perf_counter()
+            out = protector(image.rgb[None])[0]
+            summary.model_seconds += time.perf_counter() - t
+            save_image(image, out, job.dest, fmt, quality)
+            summary.written.append(job.dest)
+        except (ImageReadError, OSError) as e:
+            summary.failed.append((job.source, str(e)))
+    summary.seconds = time.perf_counter() - t0
+    return summary
