@@ -129,5 +129,5 @@ def summary(path: str | os.PathLike) -> str:
         f"reduction   {doc['reduction']} (grid {c.latent_grid}, D={c.feature_dim})",
     ]
     for key, value in doc.get("recipe", {}).items():
-        lines.append(f"{'recipe.' + key:<12}{json.dumps(value)}")
+        lines.append(f"{'recipe.' + key:<11} {json.dumps(value)}")
     return "\n".join(lines)
