@@ -20,7 +20,6 @@ are carried over to PNG and JPEG outputs.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
+
+from .fileutil import atomic_output
 
 
 class ImageReadError(ValueError):
@@ -149,15 +150,7 @@ def save_image(
         kwargs["exif"] = image.exif
     if fmt == "jpeg":
         kwargs.update(quality=quality, subsampling=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
-    try:
+    # link, not replace: fails instead of replacing a file that appeared meanwhile
+    with atomic_output(path, overwrite=False) as tmp:
         out.save(tmp, format="PNG" if fmt == "png" else "JPEG", **kwargs)
-        os.link(tmp, path)  # atomic, and fails instead of replacing a file that appeared
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path

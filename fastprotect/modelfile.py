@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .fileutil import atomic_output
 from .mop import MixtureOfPerturbations, MoPConfig
 
 FORMAT = "fastprotect-mop"
@@ -54,14 +54,8 @@ def save_model(
         "recipe": recipe or {},
     }
     tensors = {name: getattr(mop, name).detach().cpu().contiguous().clone() for name in TENSORS}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"fastprotect": json.dumps(doc)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"fastprotect": json.dumps(doc)})
     return path
 
 

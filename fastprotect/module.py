@@ -115,7 +115,7 @@ class MoPModule(L.LightningModule):
         self.prepare_targets()
 
     # -- the loss ----------------------------------------------------------------------
-    def _losses(self, x: Tensor, x_hat: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def _loss_inputs(self, x: Tensor, x_hat: Tensor, target: Tensor) -> LossInputs:
         self.prepare_targets()
         z_y, f_y = self._target_cache
         latent, feats = self.encoder.features(x_hat, self.layers)
@@ -128,9 +128,22 @@ class MoPModule(L.LightningModule):
             target_features={n: f[target] for n, f in zip(self.layers, f_y, strict=True)},
             encoder=self.encoder,
         )
+        return inputs
+
+    def _terms(self, inputs: LossInputs) -> dict[str, Tensor]:
         out = {term.name: term(inputs) for term in self.loss_terms}
         out["loss"] = sum(term.weight * out[term.name] for term in self.loss_terms)
         return out
+
+    def _losses(self, x: Tensor, x_hat: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Every loss term and their weighted sum, by name."""
+        return self._terms(self._loss_inputs(x, x_hat, target))
+
+    @staticmethod
+    def _routed(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Images, their routed target, and their group under that target."""
+        target = batch["target"]
+        return batch["image"], target, batch["groups"].gather(1, target[:, None])[:, 0]
 
     def _expand(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """Images, target and group per training sample (``all`` routing: every target)."""
@@ -139,8 +152,7 @@ class MoPModule(L.LightningModule):
             t_count = self.mop.num_targets
             target = torch.arange(t_count, device=x.device).repeat_interleave(x.shape[0])
             return x.repeat(t_count, 1, 1, 1), target, groups.T.reshape(-1)
-        target = batch["target"]
-        return x, target, groups.gather(1, target[:, None])[:, 0]
+        return self._routed(batch)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, target, group = self._expand(batch)
@@ -151,14 +163,14 @@ class MoPModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         # Validation protects as inference does: the routed target, its nearest group.
-        x, target = batch["image"], batch["target"]
-        group = batch["groups"].gather(1, target[:, None])[:, 0]
+        x, target, group = self._routed(batch)
         x_hat = self.mop.apply(x, target, group)
-        out = self._losses(x, x_hat, target)
-        z_y = self._target_cache[0][target]
-        pull = (self.encoder.latent(x_hat) - z_y).pow(2).flatten(1).sum(1) / (
-            self.encoder.latent(x) - z_y
-        ).pow(2).flatten(1).sum(1)
+        inputs = self._loss_inputs(x, x_hat, target)
+        out = self._terms(inputs)
+        z_y = inputs.target_latent
+        pull = (inputs.latent - z_y).pow(2).flatten(1).sum(1) / (self.encoder.latent(x) - z_y).pow(
+            2
+        ).flatten(1).sum(1)
         mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)
         out["latent_pull"] = pull.mean()
         out["psnr"] = (10 * torch.log10(1 / mse.clamp_min(1e-12))).mean()

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .fileutil import atomic_output
 
 ENV_WEIGHTS_DIR = "FASTPROTECT_WEIGHTS_DIR"
 ENV_CACHE_DIR = "FASTPROTECT_CACHE_DIR"
@@ -95,20 +96,14 @@ def _verified(path: Path, spec: WeightFile) -> Path:
 
 
 def _download(spec: WeightFile, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{spec.name}.", dir=dest.parent)
-    try:
-        with urllib.request.urlopen(spec.url, timeout=60) as resp, os.fdopen(fd, "wb") as out:
+    with atomic_output(dest) as tmp:
+        with urllib.request.urlopen(spec.url, timeout=60) as resp, open(tmp, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {spec.name}") as bar:
                 while block := resp.read(1 << 16):
                     out.write(block)
                     bar.update(len(block))
-        _verified(Path(tmp), spec)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _verified(tmp, spec)
     return dest
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..encoders import Encoder
+from ..fileutil import atomic_output
 from ..latents import nearest
 from ..mop import MixtureOfPerturbations
 from .files import NoImagesError
@@ -40,12 +39,9 @@ class Assignment:
     entropy: Tensor
 
     def save(self, path: Path, meta: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".assign.", suffix=".safetensors", dir=path.parent)
-        os.close(fd)
         tensors = {k: v.contiguous() for k, v in vars(self).items()}
-        save_file(tensors, tmp, metadata={"meta": json.dumps(meta)})
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: Path) -> Assignment:
