@@ -1,8 +1,10 @@
 """The ``fastprotect`` command: LightningCLI subcommands plus a few of our own.
 
-``fit``/``validate``/``test``/``predict`` come from LightningCLI (omegaconf parser mode, so
+``fit``/``validate``/``test`` come from LightningCLI (omegaconf parser mode, so
 ``${...}`` interpolation works in configs). ``info MODEL`` summarises a model file;
-``targets`` writes the target images as PNG; ``samples`` writes sample photos.
+``targets`` writes the target images as PNG; ``samples`` writes sample photos;
+``protect`` protects image files; ``export`` writes the inference graph (:mod:`.export`).
+``predict`` protects images on many GPUs, a second LightningCLI (:mod:`fastprotect.predict`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .modelfile import ModelFileError
 from .module import MoPModule
 from .weights import ChecksumError, WeightsNotFoundError
 
-OWN_COMMANDS = ("info", "targets", "samples", "protect")
+OWN_COMMANDS = ("info", "targets", "samples", "protect", "export")
 # Errors that are the user's to fix: one line, no traceback.
 USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
 
@@ -54,9 +56,20 @@ def _own(argv: Sequence[str]) -> int:
     p_pr.add_argument("--s-min", type=float, default=0.5)
     p_pr.add_argument("--s-max", type=float, default=1.0)
     p_pr.add_argument("--debug", action="store_true", help="show tracebacks")
+    p_ex = sub.add_parser("export", help="export a model as one inference graph (.pt/.ptl/.pt2)")
+    p_ex.add_argument("model", help="model file (.safetensors)")
+    p_ex.add_argument("--out", required=True, help="graph file: .pt, .ptl or .pt2")
+    p_ex.add_argument("--format", choices=["torchscript", "lite", "pt2"], help="default: by suffix")
+    p_ex.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
+    p_ex.add_argument("--s-min", type=float, default=0.5)
+    p_ex.add_argument("--s-max", type=float, default=1.0)
+    p_ex.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p_ex.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     if args.command == "protect":
         return _protect(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "info":
         try:
             print(summary(args.model))
@@ -96,10 +109,53 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs) -> L
     )
 
 
+def _load_protector(args: argparse.Namespace):
+    """The protector for ``protect``/``export``, printing the JND fallback note; ``None`` and a
+    one-line error when the model cannot be loaded."""
+    from .protect import load_protector
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            protector, strength = load_protector(args.model, args.strength, args.s_min, args.s_max)
+        for w in caught:
+            if "JND map instead" in str(w.message):
+                print(f"fastprotect: note: {w.message}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
+        if args.debug:
+            raise
+        print(f"fastprotect: error: {args.model}: {e}", file=sys.stderr)
+        return None
+    print(f"fastprotect: strength map: {strength}", file=sys.stderr)
+    return protector
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_protector, format_for
+
+    try:
+        fmt = format_for(args.out, args.format)
+    except ExportError as e:
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
+    protector = _load_protector(args)
+    if protector is None:
+        return 2
+    try:
+        report = export_protector(protector, args.out, fmt, overwrite=args.overwrite)
+    except ExportError as e:
+        if args.debug:
+            raise
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 1
+    print(f"fastprotect: {report.line()}", file=sys.stderr)
+    return 0
+
+
 def _protect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .protect import load_protector, plan, protect_files
+    from .protect import plan, protect_files
 
     if args.model is None:
         print(
@@ -115,19 +171,9 @@ def _protect(args: argparse.Namespace) -> int:
             "prefer PNG where you can",
             file=sys.stderr,
         )
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            protector, strength = load_protector(args.model, args.strength, args.s_min, args.s_max)
-        for w in caught:
-            if "JND map instead" in str(w.message):
-                print(f"fastprotect: note: {w.message}", file=sys.stderr)
-    except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
-        if args.debug:
-            raise
-        print(f"fastprotect: error: {args.model}: {e}", file=sys.stderr)
+    protector = _load_protector(args)
+    if protector is None:
         return 2
-    print(f"fastprotect: strength map: {strength}", file=sys.stderr)
     out = Path(args.out)
     jobs, problems = plan(args.inputs, out, args.format)
     summary = protect_files(protector, jobs, args.format, args.quality, args.skip_existing)
@@ -138,11 +184,45 @@ def _protect(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _predict(args: Sequence[str]) -> int:
+    """``fastprotect predict``: protection as a Lightning predict job (``--trainer.devices=N``)."""
+    from .predict import (
+        FAILED_KEY,
+        ProtectDataModule,
+        ProtectedImageWriter,
+        ProtectModule,
+        ProtectorLoadError,
+    )
+
+    # ``args`` is argv without "predict"; Lightning warns when it differs from sys.argv.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    try:
+        cli = LightningCLI(
+            ProtectModule,
+            ProtectDataModule,
+            args=list(args),
+            run=False,
+            seed_everything_default=False,
+            save_config_callback=None,
+            trainer_defaults={"logger": False},
+            parser_kwargs={"parser_mode": "omegaconf"},
+        )
+    except (*USER_ERRORS, ProtectorLoadError) as e:
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
+    if not any(isinstance(c, ProtectedImageWriter) for c in cli.trainer.callbacks):
+        cli.trainer.callbacks.append(ProtectedImageWriter())
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
+    return 1 if int(cli.trainer.callback_metrics.get(FAILED_KEY, 0)) else 0
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastprotect`` console script (tests call it in-process)."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in OWN_COMMANDS:
         return _own(argv)
+    if argv and argv[0] == "predict":
+        return _predict(argv[1:])
     try:
         make_cli(args)
     except USER_ERRORS as e:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_output(
+    dest: str | os.PathLike, overwrite: bool = True, keep_suffix: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success move it to ``dest``.
 
     The temporary file gets the usual permissions (``0666 & ~umask``), is removed on any
@@ -20,10 +22,13 @@ def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[P
         dest: the final file.
         overwrite: replace an existing ``dest``; ``False`` fails with ``FileExistsError``
             instead (the check and the move are one atomic ``link``).
+        keep_suffix: end the temporary name in ``dest``'s suffix too (for writers that
+            insist on one).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    suffix = ".part" + (dest.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -36,3 +41,13 @@ def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[P
             os.link(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def next_free(path: str | os.PathLike) -> Path:
+    """``path`` if it does not exist, else the first free ``stem-N.suffix`` beside it."""
+    path = Path(path)
+    stem, n = path.stem, 1
+    while path.exists():
+        path = path.with_name(f"{stem}-{n}{path.suffix}")
+        n += 1
+    return path

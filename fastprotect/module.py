@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
 from .encoders import Encoder
+from .fileutil import next_free
 from .losses import LossInputs, LossTerm, default_losses
 from .modelfile import save_model
 from .mop import MixtureOfPerturbations, MoPConfig
@@ -209,13 +210,14 @@ class MoPModule(L.LightningModule):
     def on_fit_end(self) -> None:
         self._write_model()
 
+    def model_path(self) -> Path:
+        """Where ``fit`` writes the model: ``model_file``, or ``model.safetensors`` in the
+        trainer's root; never over an existing file (``model-1.safetensors``, ...)."""
+        root = Path(self.trainer.default_root_dir)
+        return next_free(Path(self.model_file) if self.model_file else root / "model.safetensors")
+
     @rank_zero_only
     def _write_model(self) -> None:
-        root = Path(self.trainer.default_root_dir)
-        path = Path(self.model_file) if self.model_file else root / "model.safetensors"
-        stem, n = path.stem, 1
-        while path.exists():
-            path = path.with_name(f"{stem}-{n}{path.suffix}")
-            n += 1
+        path = self.model_path()
         self.written_model = save_model(self.mop, path, self.encoder.identity(), self.recipe())
         rank_zero_info(f"fastprotect: wrote model {path}")

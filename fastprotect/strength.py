@@ -27,8 +27,8 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def _luma(x: Tensor) -> Tensor:
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    r, g, b = _LUMA
+    return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
 
 
 def _box(x: Tensor, k: int) -> Tensor:
@@ -86,7 +86,10 @@ class LPIPSMap(nn.Module):
         import lpips
         import torchvision
 
-        net = lpips.LPIPS(net="alex", spatial=True, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():
+            # lpips asks torchvision for alexnet(pretrained=False), a deprecated spelling.
+            warnings.simplefilter("ignore", UserWarning)
+            net = lpips.LPIPS(net="alex", spatial=True, pnet_rand=True, verbose=False)
         features = torchvision.models.alexnet().features
         state = torch.load(alexnet, map_location="cpu", weights_only=True)
         features.load_state_dict(
@@ -103,12 +106,15 @@ class LPIPSMap(nn.Module):
                 module.load_state_dict(features[int(name)].state_dict())
         self.net = net.eval().requires_grad_(False)
         self.tau = tau
+        self.border = 32
 
     def forward(self, x: Tensor, x_hat: Tensor) -> Tensor:
-        d = self.net(x * 2 - 1, x_hat * 2 - 1)
-        if d.shape[-2:] != x.shape[-2:]:
-            d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return (d / self.tau).clamp(0, 1)
+        # AlexNet needs at least 31 px; a fixed replicate border makes every size work
+        # (1x1 included) with one graph for all sizes, and is cropped off again.
+        p = self.border
+        pair = F.pad(torch.cat([x, x_hat]) * 2 - 1, [p, p, p, p], mode="replicate")
+        d = self.net(pair[: x.shape[0]], pair[x.shape[0] :])  # spatial: input size
+        return (d[..., p:-p, p:-p] / self.tau).clamp(0, 1)
 
 
 def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
