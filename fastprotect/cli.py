@@ -14,11 +14,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from lightning.pytorch.cli import LightningCLI
-
-from .data import MoPDataModule, NoImagesError
+from .data.files import NoImagesError
 from .modelfile import ModelFileError
-from .module import MoPModule
 from .weights import ChecksumError, WeightsNotFoundError
 
 OWN_COMMANDS = ("info", "targets", "samples", "protect", "export")
@@ -93,8 +90,14 @@ def _own(argv: Sequence[str]) -> int:
     return 0
 
 
-def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs) -> LightningCLI:
+def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
     """The project's LightningCLI (``run=False`` parses a config into model, data, trainer)."""
+    # Imported here: protecting images should not pay for Lightning.
+    from lightning.pytorch.cli import LightningCLI
+
+    from .data import MoPDataModule
+    from .module import MoPModule
+
     # The frozen encoder stays in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     return LightningCLI(
@@ -186,6 +189,8 @@ def _protect(args: argparse.Namespace) -> int:
 
 def _predict(args: Sequence[str]) -> int:
     """``fastprotect predict``: protection as a Lightning predict job (``--trainer.devices=N``)."""
+    from lightning.pytorch.cli import LightningCLI
+
     from .predict import (
         FAILED_KEY,
         ProtectDataModule,

@@ -105,10 +105,18 @@ def export_program(protector: Protector, example_size: tuple[int, int] = EXAMPLE
         return torch.export.export(protector.eval(), (x,), dynamic_shapes={"x": {2: h, 3: w}})
 
 
-def load_exported(path: str | os.PathLike, fmt: str | None = None) -> Callable[[Tensor], Tensor]:
+def load_exported(
+    path: str | os.PathLike, fmt: str | None = None, optimize: bool = False
+) -> Callable[[Tensor], Tensor]:
     """Load an exported graph as a callable ``images -> protected images``.
 
-    ``fmt`` (``torchscript``, ``lite``, ``pt2``) defaults to the one the suffix names."""
+    Args:
+        path: the exported file.
+        fmt: ``torchscript``, ``lite`` or ``pt2``; default: the one the suffix names.
+        optimize: TorchScript on the CPU only: freeze the graph and apply
+            ``torch.jit.optimize_for_inference`` (oneDNN convolutions) after loading. The
+            file itself stays portable (such a graph cannot be saved and reloaded).
+    """
     if fmt is None:
         fmt = format_for(path)
     elif fmt not in FORMATS:
@@ -118,7 +126,10 @@ def load_exported(path: str | os.PathLike, fmt: str | None = None) -> Callable[[
         # TorchScript and the lite interpreter are deprecated upstream (docs/embedding.md).
         warnings.simplefilter("ignore", FutureWarning)
         if fmt == "torchscript":
-            return torch.jit.load(path, map_location="cpu")
+            graph = torch.jit.load(path, map_location="cpu").eval()
+            if optimize:
+                graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph))
+            return graph
         if fmt == "lite":
             from torch.jit.mobile import _load_for_lite_interpreter
 

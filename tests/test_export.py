@@ -59,6 +59,8 @@ def test_torchscript_graph_takes_a_batch(model, tmp_path):
     (x,) = _images((48, 40), batch=3)
     with torch.no_grad():
         assert (load_exported(out)(x) - protector(x)).abs().max().item() <= 1 / 255
+        optimized = load_exported(out, optimize=True)  # frozen, oneDNN convolutions
+        assert (optimized(x) - protector(x)).abs().max().item() <= 1 / 255
 
 
 @needs_data
