@@ -71,7 +71,9 @@ class Protector(nn.Module):
         return F.interpolate(delta, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def scale(self, x: Tensor, delta: Tensor) -> Tensor:
-        """``clip(S(1 - M(x, x + delta)) * delta, -b, b)`` (``s_max * delta`` when off)."""
+        """``clip(S(1 - M(x, x + delta)) * delta, -b, b)`` (``s_max * delta`` when off).
+
+        ``delta`` is overwritten (it is the fresh output of :meth:`resized_perturbation`)."""
         # In-place arithmetic on fresh temporaries keeps the peak memory of large images
         # down (a 2048x2048 RGB float map is 48 MB).
         if self.strength_map is not None:

@@ -226,7 +226,7 @@ def main() -> None:
             for m in ("io", "eager", "torchscript", "pgd")
         }
         print(f"  measured {size}x{size}", file=sys.stderr)
-    mem = "peak GPU MB" if args.device != "cpu" else "peak RSS MB"
+    mem = "peak GPU MiB" if args.device != "cpu" else "peak RSS MiB"
     print(
         f"\n| image | eager s | TorchScript s | PGD-100 s (step x 100) | PGD/eager | "
         f"PGD/TorchScript | eager {mem} | TorchScript {mem} | PGD {mem} |"
@@ -252,7 +252,7 @@ def main() -> None:
         )
     print(
         f"\nmemory after loading the model, before protecting: "
-        f"{rows[args.sizes[0]]['eager']['rss_loaded_mb']:.0f} MB"
+        f"{rows[args.sizes[0]]['eager']['rss_loaded_mb']:.0f} MiB"
     )
     print("\nTargets (issue 3: 2-core CPU, TAEF2):")
     checks = []
