@@ -128,27 +128,22 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def _pgd(protector, x: torch.Tensor, args: argparse.Namespace) -> dict:
-    """Per-image PGD on the same encoder (the per-image baseline MoP replaces): pull the
-    latent of ``x + delta`` to the routed target's latent, L-inf ball ``eta``, step
-    ``eta/10``; every step is one forward and one backward pass through the encoder."""
+    """Per-image PGD on the same encoder (``fastprotect.eval.baselines.pgd``, the per-image
+    baseline MoP replaces): pull the latent of ``x + delta`` to the routed target's latent.
+    Each step is one forward and one backward pass through the encoder at full size; one
+    step is timed per call."""
+    from fastprotect.eval.baselines import pgd
+
     enc, mop = protector.encoder, protector.mop
-    eta = mop.config.eta
     with torch.no_grad():
         target = protector.choose(x)[0]
         y = mop.targets[target].float().div(255)
         y = torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear")
         z_y = enc.latent(y)
-    delta = torch.zeros_like(x, requires_grad=True)
-    times = []
-    for _ in range(args.pgd_steps + 1):
-
-        def step():
-            loss = (enc.latent((x + delta).clamp(0, 1)) - z_y).pow(2).mean()
-            (grad,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                delta.sub_(eta / 10 * grad.sign()).clamp_(-eta, eta)
-
-        times.append(_timed(step, args.device)[1])
+    times = [
+        _timed(lambda: pgd(x, enc.latent, z_y, mop.config.eta, steps=1), args.device)[1]
+        for _ in range(args.pgd_steps + 1)
+    ]
     per_step = statistics.median(times[1:])
     return {"pgd_step": per_step, "seconds": 100 * per_step}
 

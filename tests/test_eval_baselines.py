@@ -1,0 +1,66 @@
+"""Baselines keep the budget exactly and do what they claim on a tiny encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fastprotect.eval.baselines import pgd, photoguard, sign_noise, uniform_noise
+
+ETA = 8 / 255
+
+
+def _x(seed=0, shape=(2, 3, 16, 16)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, shape, generator=g).float() / 255  # 8-bit images
+
+
+def _encoder():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 4, 3, 2, 1)).eval()
+
+
+def _eight_bit_bound(x, x_hat):
+    moved = ((x_hat * 255).round() - x * 255).abs().max().item()
+    return moved <= 8 and 0 <= x_hat.min() and x_hat.max() <= 1
+
+
+@pytest.mark.parametrize("fn", [uniform_noise, sign_noise])
+def test_noise_baselines_respect_the_budget(fn):
+    x = _x()
+    x_hat = fn(x, ETA, seed=3)
+    assert (x_hat - x).abs().max().item() <= ETA + 1e-7
+    assert _eight_bit_bound(x, x_hat)
+    assert torch.equal(x_hat, fn(x, ETA, seed=3))
+
+
+def test_sign_noise_uses_the_whole_budget_away_from_the_borders():
+    x = torch.full((1, 3, 8, 8), 0.5)
+    d = (sign_noise(x, ETA) - x).abs()
+    assert torch.allclose(d, torch.full_like(d, ETA), atol=1e-6)
+
+
+def test_pgd_pulls_toward_the_target_within_the_budget():
+    enc, x = _encoder(), _x(1)
+    with torch.no_grad():
+        z_t = enc(_x(2))
+        before = (enc(x) - z_t).pow(2).sum()
+    x_hat = pgd(x, enc, z_t, ETA, steps=20)
+    with torch.no_grad():
+        after = (enc(x_hat) - z_t).pow(2).sum()
+    assert after < 0.9 * before
+    assert (x_hat - x).abs().max().item() <= ETA + 1e-6
+    assert _eight_bit_bound(x, x_hat)
+    assert not x_hat.requires_grad
+
+
+def test_photoguard_pulls_toward_grey():
+    enc, x = _encoder(), _x(4)
+    with torch.no_grad():
+        z_grey = enc(torch.full_like(x[:1], 0.5))
+        before = (enc(x) - z_grey).pow(2).sum()
+    x_hat = photoguard(x, enc, ETA, steps=10)
+    with torch.no_grad():
+        assert (enc(x_hat) - z_grey).pow(2).sum() < before
+    assert (x_hat - x).abs().max().item() <= ETA + 1e-6
