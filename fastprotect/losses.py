@@ -2,7 +2,7 @@
 
 A term gets one :class:`LossInputs` per step and returns an unweighted scalar; the
 LightningModule adds ``weight * term`` over all terms and logs each one as
-``train/<name>`` and ``val/<name>``. A new term (a JPEG-robust term, a perceptual
+``train/<name>`` and ``val/<name>``. A new term (like :class:`JpegRobustLoss`, or a perceptual
 regulariser) is a new subclass: the module does not change.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -102,6 +103,42 @@ class MultiLayerLoss(LossTerm):
 
     def describe(self, encoder: Encoder) -> dict:
         return {**super().describe(encoder), "layers": list(self.layers(encoder))}
+
+
+class JpegRobustLoss(LossTerm):
+    """Expectation over JPEG: ``||E(JPEG_q(x_hat)) - z_y^t||^2`` with ``q`` drawn uniformly
+    from ``qualities`` per sample, through kornia's differentiable JPEG codec.
+
+    Trains the perturbation to survive the lossy re-encoding platforms apply; one extra
+    encoder pass per step.
+
+    Args:
+        weight: multiplier in the total loss.
+        qualities: ``(low, high)`` JPEG quality range.
+    """
+
+    name = "jpeg"
+
+    def __init__(self, weight: float = 1.0, qualities: Sequence[float] = (50.0, 95.0)) -> None:
+        super().__init__(weight)
+        lo, hi = (float(q) for q in qualities)
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError(
+                f"JPEG qualities must satisfy 1 <= low <= high <= 100, got {qualities}"
+            )
+        self.qualities = (lo, hi)
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        import kornia
+
+        x_hat = inputs.x_hat
+        lo, hi = self.qualities
+        q = lo + (hi - lo) * torch.rand(x_hat.shape[0], device=x_hat.device)
+        compressed = kornia.enhance.jpeg_codec_differentiable(x_hat, q)
+        return F.mse_loss(inputs.encoder.latent(compressed), inputs.target_latent)
+
+    def describe(self, encoder: Encoder) -> dict:
+        return {**super().describe(encoder), "qualities": list(self.qualities)}
 
 
 def default_losses() -> list[LossTerm]:
