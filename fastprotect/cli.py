@@ -18,7 +18,7 @@ from .data.files import NoImagesError
 from .modelfile import ModelFileError
 from .weights import ChecksumError, WeightsNotFoundError
 
-OWN_COMMANDS = ("info", "targets", "samples", "protect", "export")
+OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate")
 # Errors that are the user's to fix: one line, no traceback.
 USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
 
@@ -62,7 +62,30 @@ def _own(argv: Sequence[str]) -> int:
     p_ex.add_argument("--s-max", type=float, default=1.0)
     p_ex.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p_ex.add_argument("--debug", action="store_true", help="show tracebacks")
+    p_ev = sub.add_parser(
+        "evaluate", help="measure methods on the same images, target and budget (issue 4)"
+    )
+    p_ev.add_argument("data", nargs="+", help="image folders (recursive)")
+    p_ev.add_argument(
+        "--method",
+        action="append",
+        required=True,
+        help="mop:PATH (first one routes targets), pgd[:STEPS], photoguard[:STEPS], uniform, "
+        "sign; NAME=SPEC to name one; repeat the option",
+    )
+    p_ev.add_argument("--out", required=True, help="folder for results.json and results.csv")
+    p_ev.add_argument("--size", type=int, default=256, help="evaluation images are SIZE^2")
+    p_ev.add_argument("--split", choices=["val", "train", "all"], default="val")
+    p_ev.add_argument("--val-fraction", type=float, default=0.2)
+    p_ev.add_argument("--limit", type=int, help="first N images of the split")
+    p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
+    p_ev.add_argument("--transforms", nargs="+", help="default: all robustness transforms")
+    p_ev.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
+    p_ev.add_argument("--eta", type=float, help="baselines' budget (default: the model's eta)")
+    p_ev.add_argument("--pgd-step-size", type=float, default=1 / 255)
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "protect":
         return _protect(args)
     if args.command == "export":
@@ -152,6 +175,54 @@ def _export(args: argparse.Namespace) -> int:
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 1
     print(f"fastprotect: {report.line()}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .eval.run import (
+        ROBUSTNESS,
+        EvaluationError,
+        evaluate,
+        parse_methods,
+        summarise,
+        table,
+        write_results,
+    )
+
+    out = Path(args.out)
+    try:
+        if (out / "results.json").exists():
+            raise EvaluationError(f"{out / 'results.json'} exists; choose another --out")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            methods, reference = parse_methods(
+                args.method, args.strength, args.eta, args.pgd_step_size
+            )
+        for w in caught:
+            if "JND map instead" in str(w.message):
+                print(f"fastprotect: note: {w.message}", file=sys.stderr)
+        rows, settings = evaluate(
+            args.data,
+            methods,
+            reference,
+            args.eval_encoder,
+            args.size,
+            args.split,
+            args.val_fraction,
+            args.limit,
+            args.transforms or tuple(ROBUSTNESS),
+        )
+        written = write_results(out, rows, settings)
+    except (EvaluationError, *USER_ERRORS) as e:
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
+    print(table(summarise(rows)))
+    print(
+        f"fastprotect: {settings['images']} images; results in {written[0]} and {written[1]}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -37,6 +37,12 @@ def latent_pull(z_hat: Tensor, z: Tensor, z_target: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def reconstruction_psnr(x: Tensor, z: Tensor, decode: Callable[[Tensor], Tensor]) -> Tensor:
+    """``PSNR(D(z), x)`` per image: how much of the art the decoded latent ``z`` keeps."""
+    return psnr(x, decode(z).clamp(0, 1))
+
+
+@torch.no_grad()
 def disruption(
     x: Tensor,
     x_hat: Tensor,
@@ -48,6 +54,4 @@ def disruption(
     Both reconstructions are compared with the *clean* image: the question is how far
     what the autoencoder keeps of the protected image is from the art itself.
     """
-    clean = decode(encode(x)).clamp(0, 1)
-    protected = decode(encode(x_hat)).clamp(0, 1)
-    return psnr(x, clean) - psnr(x, protected)
+    return reconstruction_psnr(x, encode(x), decode) - reconstruction_psnr(x, encode(x_hat), decode)

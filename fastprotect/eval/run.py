@@ -1,0 +1,297 @@
+"""``fastprotect evaluate``: every method on the same images, same target, same budget.
+
+For each image (resized so the shorter side is ``size``, centre-cropped to ``size x size``):
+
+1. the *reference* MoP model (the first ``mop:`` method) routes the clean image to a
+   target texture; that target is the one every method is measured against (and the one
+   PGD pulls toward);
+2. each method protects the image (timed); ``none`` (the unprotected image) is always
+   included, so each transform's own effect is visible;
+3. each robustness transform is applied to the protected image and every metric is
+   computed against the clean image with the *evaluation* autoencoder (TAEF2 encoder and
+   decoder by default; another encoder measures transfer).
+
+Method specs: ``mop:PATH`` (a model file; ``NAME=mop:PATH`` to name it, UAP models too),
+``pgd`` / ``pgd:STEPS`` (per-image PGD toward the target latent on the reference model's
+encoder), ``photoguard`` / ``photoguard:STEPS`` (toward a grey image's latent),
+``uniform`` and ``sign`` (random noise at the budget).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from ..data.files import list_images, read_rgb, split_files
+from ..encoders import Encoder, TinyAutoencoderEncoder, build_encoder
+from ..encoders.taesd import TinyAutoencoderDecoder
+from ..fileutil import atomic_output
+from ..protect import load_protector
+from ..protector import Protector
+from ..strength import LPIPSMap, find_alexnet
+from .baselines import pgd, photoguard, sign_noise, uniform_noise
+from .metrics import latent_pull, psnr, reconstruction_psnr, ssim
+from .transforms import ROBUSTNESS
+
+__all__ = [
+    "ROBUSTNESS",
+    "EvaluationError",
+    "evaluate",
+    "parse_methods",
+    "summarise",
+    "table",
+    "write_results",
+]
+
+METRICS = ("psnr", "ssim", "lpips", "dists", "latent_pull", "disruption_db")
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation settings; the message says which."""
+
+
+@dataclass
+class Method:
+    """A named way of protecting a batch of images toward given targets."""
+
+    name: str
+    protect: Callable[[Tensor, Tensor], Tensor]  # (x, target index) -> x_hat
+
+
+def centre_square(path: Path, size: int) -> Tensor:
+    """The image resized (shorter side ``size``) and centre-cropped to ``1x3xSxS`` floats."""
+    x = read_rgb(path).float()[None] / 255
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top : top + size, left : left + size].clamp(0, 1).contiguous()
+
+
+def parse_methods(
+    specs: Sequence[str], strength: str, eta: float | None, pgd_step_size: float
+) -> tuple[list[Method], Protector]:
+    """Build the methods; returns them (``none`` first) and the reference protector."""
+    mops: list[tuple[str, Protector]] = []
+    rest: list[tuple[str, str, int | None]] = []
+    for spec in specs:
+        name, _, body = spec.rpartition("=")
+        kind, _, arg = body.partition(":")
+        if kind == "mop":
+            if not arg:
+                raise EvaluationError(f"{spec!r}: give the model file, mop:PATH")
+            protector, _ = load_protector(arg, strength)
+            mops.append((name or Path(arg).stem, protector))
+        elif kind in ("pgd", "photoguard", "uniform", "sign"):
+            steps = int(arg) if arg else 100
+            if kind in ("uniform", "sign") and arg:
+                raise EvaluationError(f"{spec!r}: noise methods take no argument")
+            rest.append((name or (kind if not arg else f"{kind}{steps}"), kind, steps))
+        else:
+            raise EvaluationError(
+                f"unknown method {spec!r}; use mop:PATH, pgd[:STEPS], photoguard[:STEPS], "
+                "uniform or sign"
+            )
+    if not mops:
+        raise EvaluationError("name at least one MoP model (mop:PATH): it routes the targets")
+    ref = mops[0][1]
+    budget = ref.mop.config.eta if eta is None else eta
+    enc = ref.encoder
+
+    def target_latent(x: Tensor, t: Tensor) -> Tensor:
+        y = F.interpolate(ref.mop.targets[t].float() / 255, size=x.shape[-2:], mode="bilinear")
+        return enc.latent(y)
+
+    methods = [Method("none", lambda x, t: x)]
+    methods += [Method(n, lambda x, t, p=p: p(x)) for n, p in mops]
+    for name, kind, steps in rest:
+        if kind == "pgd":
+            fn = lambda x, t, s=steps: pgd(  # noqa: E731
+                x, enc.latent, target_latent(x, t), budget, s, pgd_step_size
+            )
+        elif kind == "photoguard":
+            fn = lambda x, t, s=steps: photoguard(x, enc.latent, budget, s, pgd_step_size)  # noqa: E731
+        elif kind == "uniform":
+            fn = lambda x, t: uniform_noise(x, budget)  # noqa: E731
+        else:
+            fn = lambda x, t: sign_noise(x, budget)  # noqa: E731
+        methods.append(Method(name, fn))
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"method names must differ, got {names}; use NAME=spec")
+    return methods, ref
+
+
+def evaluation_autoencoder(name: str) -> tuple[Encoder, Callable[[Tensor], Tensor] | None]:
+    """The evaluation encoder and, for TAESD-family encoders, the matching decoder."""
+    encoder = build_encoder(name).freeze()
+    decoder = None
+    if isinstance(encoder, TinyAutoencoderEncoder):
+        try:
+            decoder = TinyAutoencoderDecoder(encoder.variant)
+        except Exception:  # noqa: BLE001 - no decoder weights: disruption is unavailable
+            decoder = None
+    return encoder, decoder
+
+
+def _domain(path: Path, roots: Sequence[Path]) -> str:
+    """The first folder below the data root (objects, faces, cartoon), else the root's name."""
+    for root in roots:
+        if root in path.parents:
+            parts = path.relative_to(root).parts
+            return parts[0] if len(parts) > 1 else root.name
+    return path.parent.name
+
+
+def _lpips_metric():
+    path = find_alexnet()
+    if path is None:
+        return None
+    net = LPIPSMap(path).net
+    return lambda x, y: net(x * 2 - 1, y * 2 - 1).flatten(1).mean(1)
+
+
+@torch.no_grad()
+def evaluate(
+    data: Sequence[str | Path],
+    methods: Sequence[Method],
+    reference: Protector,
+    eval_encoder: str = "taef2",
+    size: int = 256,
+    split: str = "val",
+    val_fraction: float = 0.2,
+    limit: int | None = None,
+    transforms: Sequence[str] = tuple(ROBUSTNESS),
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Run every method on every image; returns the per-image rows and the settings."""
+    unknown = [t for t in transforms if t not in ROBUSTNESS]
+    if unknown:
+        raise EvaluationError(f"unknown transforms {unknown}; choose from {list(ROBUSTNESS)}")
+    roots = [Path(d) for d in data]
+    files = list_images(roots)
+    train, val = split_files(files, val_fraction)
+    files = {"val": val, "train": train, "all": files}[split]
+    files = files[:limit] if limit else files
+    if not files:
+        raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
+    enc, dec = evaluation_autoencoder(eval_encoder)
+    lpips_fn = _lpips_metric()
+    rows: list[dict] = []
+    for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
+        x = centre_square(path, size)
+        target = reference.choose(x)[0]
+        y = F.interpolate(
+            reference.mop.targets[target].float() / 255, size=x.shape[-2:], mode="bilinear"
+        )
+        z, z_y = enc.latent(x), enc.latent(y)
+        rec_clean = reconstruction_psnr(x, z, dec) if dec else None
+        domain = _domain(path, roots)
+        for method in methods:
+            t0 = time.perf_counter()
+            x_hat = method.protect(x, target)
+            seconds = time.perf_counter() - t0
+            for tname in transforms:
+                x_t = ROBUSTNESS[tname](x_hat)
+                z_t = enc.latent(x_t)
+                rows.append(
+                    {
+                        "image": str(path),
+                        "domain": domain,
+                        "method": method.name,
+                        "transform": tname,
+                        "target": int(target),
+                        "psnr": float(psnr(x, x_t)),
+                        "ssim": float(ssim(x, x_t)),
+                        "lpips": float(lpips_fn(x, x_t)) if lpips_fn else None,
+                        "dists": None,
+                        "latent_pull": float(latent_pull(z_t, z, z_y)),
+                        "disruption_db": float(rec_clean - reconstruction_psnr(x, z_t, dec))
+                        if dec
+                        else None,
+                        "seconds": seconds,
+                    }
+                )
+    settings = {
+        "data": [str(r) for r in roots],
+        "split": split,
+        "val_fraction": val_fraction,
+        "images": len(files),
+        "size": size,
+        "eval_encoder": eval_encoder,
+        "decoder": dec is not None,
+        "lpips": lpips_fn is not None,
+        "dists": False,
+        "methods": [m.name for m in methods],
+        "transforms": list(transforms),
+        "reference_eta": reference.mop.config.eta,
+    }
+    return rows, settings
+
+
+def summarise(rows: Sequence[dict]) -> list[dict]:
+    """Mean and standard deviation of every metric per method, transform and domain (and
+    over all domains as ``all``); unavailable metrics stay ``None``."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        for domain in (r["domain"], "all"):
+            groups.setdefault((r["method"], r["transform"], domain), []).append(r)
+    out = []
+    for (method, transform, domain), rs in groups.items():
+        entry = {"method": method, "transform": transform, "domain": domain, "n": len(rs)}
+        for key in (*METRICS, "seconds"):
+            values = [r[key] for r in rs if r[key] is not None and math.isfinite(r[key])]
+            entry[key] = statistics.fmean(values) if values else None
+            entry[f"{key}_std"] = statistics.pstdev(values) if len(values) > 1 else None
+        out.append(entry)
+    return out
+
+
+def write_results(out_dir: Path, rows: list[dict], settings: dict) -> tuple[Path, Path]:
+    """``results.json`` (settings, per-image rows, summary) and ``results.csv`` (rows);
+    refuses to overwrite."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, cs = out_dir / "results.json", out_dir / "results.csv"
+    for p in (js, cs):
+        if p.exists():
+            raise EvaluationError(f"{p} exists; choose another --out")
+    doc = {"settings": settings, "summary": summarise(rows), "rows": rows}
+    with atomic_output(js, overwrite=False) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
+    with atomic_output(cs, overwrite=False) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return js, cs
+
+
+def table(summary: Sequence[dict], transforms: Sequence[str] = ("clean", "jpeg75")) -> str:
+    """A markdown table over all domains for the given transforms."""
+
+    def fmt(v, spec=".3f"):
+        return "n/a" if v is None else format(v, spec)
+
+    lines = [
+        "| method | transform | PSNR | SSIM | LPIPS | latent pull | disruption dB | s/image |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in summary:
+        if e["domain"] == "all" and e["transform"] in transforms:
+            lines.append(
+                f"| {e['method']} | {e['transform']} | {fmt(e['psnr'], '.2f')} | "
+                f"{fmt(e['ssim'])} | {fmt(e['lpips'])} | {fmt(e['latent_pull'])} | "
+                f"{fmt(e['disruption_db'], '.2f')} | {fmt(e['seconds'], '.2f')} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""``fastprotect evaluate`` end to end on the tiny model, in seconds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from fastprotect.cli import main
+
+from .conftest import DATA, needs_data, needs_weights, tiny_args
+
+TRANSFORMS = {"clean", "jpeg75", "jpeg90", "resize0.5", "blur1", "noise0.05"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
+    return tmp / "model.safetensors"
+
+
+def _evaluate(model, out, *extra):
+    return main([
+        "evaluate", str(DATA / "objects"), "--method", f"mop:{model}", "--method", "pgd:2",
+        "--method", "photoguard:2", "--method", "sign", "--method", "uniform",
+        "--out", str(out), "--size", "32", "--split", "all", "--limit", "2",
+        "--strength", "jnd", *extra,
+    ])  # fmt: skip
+
+
+@needs_data
+@needs_weights
+def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, capsys):
+    assert _evaluate(model, tmp_path / "ev") == 0
+    assert "| model | clean |" in capsys.readouterr().out  # named after the file
+    doc = json.loads((tmp_path / "ev" / "results.json").read_text())
+    rows = doc["rows"]
+    methods = {"none", "model", "pgd2", "photoguard2", "sign", "uniform"}
+    assert {r["method"] for r in rows} == methods
+    assert {r["transform"] for r in rows} == TRANSFORMS
+    assert len(rows) == 2 * len(methods) * len(TRANSFORMS)
+    assert {r["domain"] for r in rows} == {"objects"}
+    assert doc["settings"]["decoder"] and doc["settings"]["dists"] is False
+    for r in rows:
+        method, transform = r["method"], r["transform"]
+        assert r["dists"] is None  # unavailable, never 0
+        if (method, transform) == ("none", "clean"):
+            assert math.isinf(r["psnr"]) and r["latent_pull"] == pytest.approx(1.0)
+            assert r["disruption_db"] == pytest.approx(0.0, abs=1e-6)
+        if (method, transform) == ("sign", "clean"):
+            # +-8/255 everywhere (less where clamped): PSNR = 20 log10(255 / 8) = 30.07 dB
+            assert 30.06 < r["psnr"] < 32
+        if transform == "clean" and method != "none":
+            assert r["psnr"] >= 30.06  # every method within the 8/255 budget
+    summary = [e for e in doc["summary"] if e["domain"] == "all" and e["transform"] == "clean"]
+    assert {e["method"] for e in summary} == methods and all(e["n"] == 2 for e in summary)
+    with (tmp_path / "ev" / "results.csv").open() as f:
+        header = next(csv.reader(f))
+    assert {"psnr", "ssim", "lpips", "latent_pull", "disruption_db", "seconds"} <= set(header)
+
+
+@needs_data
+@needs_weights
+def test_evaluate_refuses_to_overwrite_and_bad_methods(model, tmp_path, capsys):
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "results.json").write_text("keep")
+    assert _evaluate(model, out) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "keep"
+    assert main(["evaluate", str(DATA), "--method", "sign", "--out", str(tmp_path / "x")]) == 2
+    assert "at least one MoP model" in capsys.readouterr().err
+    args = ["evaluate", str(DATA), "--method", f"mop:{model}", "--method", "fgsm"]
+    assert main([*args, "--out", str(tmp_path / "y")]) == 2
+    assert "unknown method 'fgsm'" in capsys.readouterr().err
