@@ -232,3 +232,36 @@ def test_sd15_config_builds_the_paper_setup_from_a_local_vae(tmp_path):
     enc = DiffusersVAEEncoder(pretrained=str(tmp_path / "pipe"), subfolder="vae")
     assert enc.latent(torch.rand(1, 3, 32, 32)).shape == (1, 4, 16, 16)
     assert enc.identity()["name"].startswith(str(tmp_path / "pipe"))
+
+
+ABLATION = {
+    # name: (targets, groups, grouping, loss terms)
+    "1_uap": (["mid"], 0, "kmeans", ["LatentLoss"]),
+    "2_mop_random": (["mid"], 4, "random", ["LatentLoss"]),
+    "3_mop": (["mid"], 4, "kmeans", ["LatentLoss"]),
+    "4_multilayer": (["mid"], 4, "kmeans", ["LatentLoss", "MultiLayerLoss"]),
+    "5_adaptive": (["low", "mid", "high"], 4, "kmeans", ["LatentLoss", "MultiLayerLoss"]),
+    "fixed_low": (["low"], 4, "kmeans", ["LatentLoss", "MultiLayerLoss"]),
+    "fixed_high": (["high"], 4, "kmeans", ["LatentLoss", "MultiLayerLoss"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATION))
+def test_ablation_configs_differ_only_in_their_step(name, capsys):
+    """Each ablation overlay changes what its step names; budget, data and seed are shared."""
+    import yaml
+
+    configs = ["taef2.yaml", "ablation/budget.yaml", f"ablation/{name}.yaml"]
+    args = [a for c in configs for a in ("--config", str(REPO / "configs" / c))]
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *args, "--print_config"])
+    assert e.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    targets, groups, grouping, losses = ABLATION[name]
+    assert cfg["model"]["targets"] == targets and cfg["model"]["groups"] == groups
+    assert cfg["data"]["grouping"] == grouping
+    assert [t["class_path"].rsplit(".", 1)[1] for t in cfg["model"]["losses"]] == losses
+    assert cfg["trainer"]["max_steps"] == 600 and cfg["seed_everything"] == 0
+    assert cfg["model"]["lr"] == 0.003 and cfg["data"]["val_fraction"] == 0.2
+    assert cfg["model"]["eta"] == pytest.approx(8 / 255)
+    assert cfg["trainer"]["default_root_dir"] == f"runs/ablation/{name}"

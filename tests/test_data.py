@@ -103,3 +103,28 @@ def test_sparse_target_falls_back_to_all_images():
     with pytest.warns(UserWarning, match="fewer than K=2"):
         a = fit_assignment(mop, latents)
     assert torch.bincount(a.groups[:, 1], minlength=2).min() >= 1
+
+
+def test_random_grouping_ignores_content_and_centroids_are_group_means():
+    """The "MoP without assignment" ablation: clustered latents, random groups."""
+    torch.manual_seed(0)
+    clusters = torch.arange(40) % 2  # two clear content clusters
+    latents = torch.randn(40, 2, 4, 4) * 0.1 + 5 * clusters.float().reshape(40, 1, 1, 1)
+    mop = _mop()
+    mop.target_entropy.copy_(torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]))
+    km = fit_assignment(mop, latents, routing="all", seed=0)
+    rnd = fit_assignment(mop, latents, routing="all", seed=0, grouping="random")
+    # k-means recovers the content clusters; random groups cut across them
+    assert (
+        abs(torch.corrcoef(torch.stack([km.groups[:, 0].float(), clusters.float()]))[0, 1]) > 0.99
+    )
+    mixed = torch.corrcoef(torch.stack([rnd.groups[:, 0].float(), clusters.float()]))[0, 1]
+    assert abs(mixed) < 0.5
+    assert torch.equal(rnd.groups, fit_assignment(mop, latents, "all", 0, "random").groups)
+    feats = mop.reduce(latents)
+    for t in range(3):
+        for g in range(2):
+            members = rnd.groups[:, t] == g
+            assert torch.allclose(rnd.centroids[t, g], feats[members].mean(0), atol=1e-5)
+    with pytest.raises(ValueError, match="grouping must be"):
+        fit_assignment(mop, latents, grouping="hash")

@@ -85,6 +85,7 @@ def fit_assignment(
     latents: Tensor,
     routing: str = "entropy",
     seed: int = 0,
+    grouping: str = "kmeans",
 ) -> Assignment:
     """Route each latent to a target and fit each target's k-means++ centroids.
 
@@ -92,6 +93,11 @@ def fit_assignment(
     to ``t``; a target with fewer than ``K`` routed images is fitted on all images instead
     (with a warning), so that every group of every target has training data. With
     ``routing="all"`` every target is fitted on all images.
+
+    ``grouping="random"`` is the "MoP without assignment" ablation: every image gets a
+    random group (seeded) under every target, and each centroid is the mean reduced latent
+    of its random group, so inference's nearest-centroid rule stays well defined but
+    carries no learned content grouping.
     """
     k = mop.config.groups
     n = latents.shape[0]
@@ -102,6 +108,10 @@ def fit_assignment(
     feats = mop.reduce(latents).cpu()
     t_count = mop.num_targets
     centroids = torch.zeros(t_count, k, feats.shape[1])
+    if grouping not in ("kmeans", "random"):
+        raise ValueError(f"grouping must be 'kmeans' or 'random', got {grouping!r}")
+    g = torch.Generator().manual_seed(seed)
+    random_groups = torch.randint(0, max(k, 1), (n, t_count), generator=g)
     for t in range(t_count):
         members = routes == t if routing == "entropy" else torch.ones(n, dtype=torch.bool)
         if int(members.sum()) < k:
@@ -111,13 +121,20 @@ def fit_assignment(
                 stacklevel=2,
             )
             members = torch.ones(n, dtype=torch.bool)
-        if k > 0:
+        if k > 0 and grouping == "random":
+            labels = random_groups[:, t]
+            for g in range(k):
+                chosen = members & (labels == g)
+                chosen = chosen if chosen.any() else members
+                centroids[t, g] = feats[chosen].mean(0)
+        elif k > 0:
             km = KMeans(n_clusters=k, init="k-means++", n_init=10, random_state=seed)
             km.fit(feats[members].double().numpy())
             centroids[t] = torch.from_numpy(km.cluster_centers_).float()
-    groups = (
-        torch.stack([nearest(feats, c) for c in centroids], 1)
-        if k > 0
-        else torch.zeros(n, t_count, dtype=torch.long)
-    )
+    if k == 0:
+        groups = torch.zeros(n, t_count, dtype=torch.long)
+    elif grouping == "random":
+        groups = random_groups
+    else:
+        groups = torch.stack([nearest(feats, c) for c in centroids], 1)
     return Assignment(routes=routes, groups=groups, centroids=centroids, entropy=entropy.cpu())

@@ -103,7 +103,10 @@ class MoPDataModule(L.LightningDataModule):
             (default ``2 R``); it bounds memory and crop-resize time.
         routing: ``entropy`` (each image trains its routed target) or ``all`` (every target
             on every image, the ablation).
-        seed: k-means++ seed.
+        grouping: ``kmeans`` (the assignment function: k-means++ on the reduced latents) or
+            ``random`` (the paper's "MoP without assignment" ablation: each image gets a
+            random group; the centroids are the means of those random groups).
+        seed: k-means++ (or random grouping) seed.
         cache_dir: where assignments are cached (default: the user cache).
     """
 
@@ -118,12 +121,15 @@ class MoPDataModule(L.LightningDataModule):
         flip: bool = True,
         max_side: int | None = None,
         routing: str = "entropy",
+        grouping: str = "kmeans",
         seed: int = 0,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if routing not in ("entropy", "all"):
             raise ValueError(f"routing must be 'entropy' or 'all', got {routing!r}")
+        if grouping not in ("kmeans", "random"):
+            raise ValueError(f"grouping must be 'kmeans' or 'random', got {grouping!r}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.data_dirs = list(data_dirs)
@@ -135,6 +141,7 @@ class MoPDataModule(L.LightningDataModule):
         self.flip = flip
         self.max_side = max_side
         self.routing = routing
+        self.grouping = grouping
         self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir else user_cache_dir() / "assignments"
         self.train_files: list[Path] = []
@@ -169,6 +176,7 @@ class MoPDataModule(L.LightningDataModule):
             "mop": model.mop.config.to_dict(),
             "target_entropy": [round(v, 5) for v in model.mop.target_entropy.flatten().tolist()],
             "routing": self.routing,
+            "grouping": self.grouping,
             "seed": self.seed,
             "max_side": self._max_side(model.mop.config.resolution),
         }
@@ -191,7 +199,7 @@ class MoPDataModule(L.LightningDataModule):
         path, meta = self._cache_path(model, train)
         rank_zero_info(f"fastprotect: encoding {len(images)} training images for the assignment")
         latents = encode_for_assignment(model.mop, model.encoder, images, progress=True)
-        assignment = fit_assignment(model.mop, latents, self.routing, self.seed)
+        assignment = fit_assignment(model.mop, latents, self.routing, self.seed, self.grouping)
         assignment.save(path, {**meta, "files": [str(f) for f in train]})
         counts = torch.bincount(assignment.routes, minlength=model.mop.num_targets).tolist()
         per_target = dict(zip(model.mop.config.targets, counts, strict=True))

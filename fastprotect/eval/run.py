@@ -2,9 +2,9 @@
 
 For each image (resized so the shorter side is ``size``, centre-cropped to ``size x size``):
 
-1. the *reference* MoP model (the first ``mop:`` method) routes the clean image to a
-   target texture; that target is the one every method is measured against (and the one
-   PGD pulls toward);
+1. each MoP model routes the clean image to one of its targets and its latent pull is
+   measured toward that target; the *reference* model (the first ``mop:`` method) picks
+   the target of every other method (the one PGD pulls toward and is measured against);
 2. each method protects the image (timed); ``none`` (the unprotected image) is always
    included, so each transform's own effect is visible;
 3. each robustness transform is applied to the protected image and every metric is
@@ -66,7 +66,8 @@ class Method:
     """A named way of protecting a batch of images toward given targets."""
 
     name: str
-    protect: Callable[[Tensor, Tensor], Tensor]  # (x, target index) -> x_hat
+    protect: Callable[[Tensor, Tensor], Tensor]  # (x, target image at x's size) -> x_hat
+    router: Protector | None = None  # MoP models choose (and are measured on) their own target
 
 
 def centre_square(path: Path, size: int) -> Tensor:
@@ -109,24 +110,19 @@ def parse_methods(
     ref = mops[0][1]
     budget = ref.mop.config.eta if eta is None else eta
     enc = ref.encoder
-
-    def target_latent(x: Tensor, t: Tensor) -> Tensor:
-        y = F.interpolate(ref.mop.targets[t].float() / 255, size=x.shape[-2:], mode="bilinear")
-        return enc.latent(y)
-
-    methods = [Method("none", lambda x, t: x)]
-    methods += [Method(n, lambda x, t, p=p: p(x)) for n, p in mops]
+    methods = [Method("none", lambda x, y: x)]
+    methods += [Method(n, lambda x, y, p=p: p(x), router=p) for n, p in mops]
     for name, kind, steps in rest:
         if kind == "pgd":
-            fn = lambda x, t, s=steps: pgd(  # noqa: E731
-                x, enc.latent, target_latent(x, t), budget, s, pgd_step_size
+            fn = lambda x, y, s=steps: pgd(  # noqa: E731
+                x, enc.latent, enc.latent(y), budget, s, pgd_step_size
             )
         elif kind == "photoguard":
-            fn = lambda x, t, s=steps: photoguard(x, enc.latent, budget, s, pgd_step_size)  # noqa: E731
+            fn = lambda x, y, s=steps: photoguard(x, enc.latent, budget, s, pgd_step_size)  # noqa: E731
         elif kind == "uniform":
-            fn = lambda x, t: uniform_noise(x, budget)  # noqa: E731
+            fn = lambda x, y: uniform_noise(x, budget)  # noqa: E731
         else:
-            fn = lambda x, t: sign_noise(x, budget)  # noqa: E731
+            fn = lambda x, y: sign_noise(x, budget)  # noqa: E731
         methods.append(Method(name, fn))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -144,6 +140,14 @@ def evaluation_autoencoder(name: str) -> tuple[Encoder, Callable[[Tensor], Tenso
         except Exception:  # noqa: BLE001 - no decoder weights: disruption is unavailable
             decoder = None
     return encoder, decoder
+
+
+def _target(protector: Protector, x: Tensor) -> tuple[str, Tensor]:
+    """The target ``protector`` routes ``x`` to: its name and its image at ``x``'s size."""
+    t = protector.choose(x)[0]
+    y = protector.mop.targets[t].float() / 255
+    y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return protector.mop.config.targets[int(t)], y
 
 
 def _domain(path: Path, roots: Sequence[Path]) -> str:
@@ -192,16 +196,15 @@ def evaluate(
     rows: list[dict] = []
     for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
         x = centre_square(path, size)
-        target = reference.choose(x)[0]
-        y = F.interpolate(
-            reference.mop.targets[target].float() / 255, size=x.shape[-2:], mode="bilinear"
-        )
-        z, z_y = enc.latent(x), enc.latent(y)
+        z = enc.latent(x)
         rec_clean = reconstruction_psnr(x, z, dec) if dec else None
         domain = _domain(path, roots)
+        reference_target = _target(reference, x)
         for method in methods:
+            name, y = _target(method.router, x) if method.router else reference_target
+            z_y = enc.latent(y)
             t0 = time.perf_counter()
-            x_hat = method.protect(x, target)
+            x_hat = method.protect(x, y)
             seconds = time.perf_counter() - t0
             for tname in transforms:
                 x_t = ROBUSTNESS[tname](x_hat)
@@ -212,7 +215,7 @@ def evaluate(
                         "domain": domain,
                         "method": method.name,
                         "transform": tname,
-                        "target": int(target),
+                        "target": name,
                         "psnr": float(psnr(x, x_t)),
                         "ssim": float(ssim(x, x_t)),
                         "lpips": float(lpips_fn(x, x_t)) if lpips_fn else None,
