@@ -200,9 +200,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             methods, reference = parse_methods(
                 args.method, args.strength, args.eta, args.pgd_step_size
             )
-        for w in caught:
-            if "JND map instead" in str(w.message):
-                print(f"fastprotect: note: {w.message}", file=sys.stderr)
+        for note in sorted({str(w.message) for w in caught if "JND map" in str(w.message)}):
+            print(f"fastprotect: note: {note}", file=sys.stderr)
         rows, settings = evaluate(
             args.data,
             methods,

@@ -44,6 +44,7 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     assert len(rows) == 2 * len(methods) * len(TRANSFORMS)
     assert {r["domain"] for r in rows} == {"objects"}
     assert doc["settings"]["decoder"] and doc["settings"]["dists"] is False
+    assert doc["settings"]["strength_map"] == "JNDMap"
     for r in rows:
         method, transform = r["method"], r["transform"]
         assert r["dists"] is None  # unavailable, never 0

@@ -240,6 +240,7 @@ def evaluate(
         "methods": [m.name for m in methods],
         "transforms": list(transforms),
         "reference_eta": reference.mop.config.eta,
+        "strength_map": type(reference.strength_map).__name__ if reference.strength_map else "off",
     }
     return rows, settings
 
