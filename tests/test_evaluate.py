@@ -77,3 +77,6 @@ def test_evaluate_refuses_to_overwrite_and_bad_methods(model, tmp_path, capsys):
     args = ["evaluate", str(DATA), "--method", f"mop:{model}", "--method", "fgsm"]
     assert main([*args, "--out", str(tmp_path / "y")]) == 2
     assert "unknown method 'fgsm'" in capsys.readouterr().err
+    args = ["evaluate", str(DATA), "--method", f"mop:{model}", "--method", "pgd:ten"]
+    assert main([*args, "--out", str(tmp_path / "z")]) == 2
+    assert "positive integer" in capsys.readouterr().err

@@ -96,9 +96,11 @@ def parse_methods(
             protector, _ = load_protector(arg, strength)
             mops.append((name or Path(arg).stem, protector))
         elif kind in ("pgd", "photoguard", "uniform", "sign"):
-            steps = int(arg) if arg else 100
             if kind in ("uniform", "sign") and arg:
                 raise EvaluationError(f"{spec!r}: noise methods take no argument")
+            if arg and not (arg.isdigit() and int(arg) > 0):
+                raise EvaluationError(f"{spec!r}: the step count must be a positive integer")
+            steps = int(arg) if arg else 100
             rest.append((name or (kind if not arg else f"{kind}{steps}"), kind, steps))
         else:
             raise EvaluationError(
@@ -109,25 +111,31 @@ def parse_methods(
         raise EvaluationError("name at least one MoP model (mop:PATH): it routes the targets")
     ref = mops[0][1]
     budget = ref.mop.config.eta if eta is None else eta
-    enc = ref.encoder
     methods = [Method("none", lambda x, y: x)]
     methods += [Method(n, lambda x, y, p=p: p(x), router=p) for n, p in mops]
     for name, kind, steps in rest:
-        if kind == "pgd":
-            fn = lambda x, y, s=steps: pgd(  # noqa: E731
-                x, enc.latent, enc.latent(y), budget, s, pgd_step_size
-            )
-        elif kind == "photoguard":
-            fn = lambda x, y, s=steps: photoguard(x, enc.latent, budget, s, pgd_step_size)  # noqa: E731
-        elif kind == "uniform":
-            fn = lambda x, y: uniform_noise(x, budget)  # noqa: E731
-        else:
-            fn = lambda x, y: sign_noise(x, budget)  # noqa: E731
-        methods.append(Method(name, fn))
+        methods.append(Method(name, _baseline(kind, steps, ref.encoder, budget, pgd_step_size)))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise EvaluationError(f"method names must differ, got {names}; use NAME=spec")
     return methods, ref
+
+
+def _baseline(
+    kind: str, steps: int, encoder: Encoder, eta: float, step_size: float
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(x, target image) -> x_hat`` for a per-image baseline on ``encoder``."""
+
+    def run(x: Tensor, y: Tensor) -> Tensor:
+        if kind == "pgd":
+            return pgd(x, encoder.latent, encoder.latent(y), eta, steps, step_size)
+        if kind == "photoguard":
+            return photoguard(x, encoder.latent, eta, steps, step_size)
+        if kind == "uniform":
+            return uniform_noise(x, eta)
+        return sign_noise(x, eta)
+
+    return run
 
 
 def evaluation_autoencoder(name: str) -> tuple[Encoder, Callable[[Tensor], Tensor] | None]:
