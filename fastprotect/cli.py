@@ -85,7 +85,7 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--pgd-step-size", type=float, default=1 / 255)
     args = parser.parse_args(argv)
     if args.command == "evaluate":
-        return _evaluate(args)
+        return _evaluate(args, argv)
     if args.command == "protect":
         return _protect(args)
     if args.command == "export":
@@ -178,7 +178,8 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import shlex
     from pathlib import Path
 
     from .eval.run import (
@@ -213,6 +214,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.limit,
             args.transforms or tuple(ROBUSTNESS),
         )
+        settings["command"] = "fastprotect " + shlex.join(argv)
         written = write_results(out, rows, settings)
     except (EvaluationError, *USER_ERRORS) as e:
         print(f"fastprotect: error: {e}", file=sys.stderr)

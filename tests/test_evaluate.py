@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
 from fastprotect.cli import main
 
-from .conftest import DATA, needs_data, needs_weights, tiny_args
+from .conftest import DATA, REPO, needs_data, needs_weights, tiny_args
 
 TRANSFORMS = {"clean", "jpeg75", "jpeg90", "resize0.5", "blur1", "noise0.05"}
 
@@ -45,6 +47,7 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     assert {r["domain"] for r in rows} == {"objects"}
     assert doc["settings"]["decoder"] and doc["settings"]["dists"] is False
     assert doc["settings"]["strength_map"] == "JNDMap"
+    assert doc["settings"]["command"].startswith("fastprotect evaluate ")
     for r in rows:
         method, transform = r["method"], r["transform"]
         assert r["dists"] is None  # unavailable, never 0
@@ -61,6 +64,22 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     with (tmp_path / "ev" / "results.csv").open() as f:
         header = next(csv.reader(f))
     assert {"psnr", "ssim", "lpips", "latent_pull", "disruption_db", "seconds"} <= set(header)
+    # the results page is regenerated from this file
+    page = tmp_path / "results.md"
+    report = [
+        sys.executable,
+        str(REPO / "tools" / "report.py"),
+        str(tmp_path / "ev" / "results.json"),
+    ]
+    subprocess.run([*report, "--out", str(page)], check=True, capture_output=True)
+    text = page.read_text()
+    assert doc["settings"]["command"] in text and "## Issue targets against `pgd2`" in text
+    sign = next(
+        e
+        for e in doc["summary"]
+        if e["method"] == "sign" and e["transform"] == "clean" and e["domain"] == "all"
+    )
+    assert f"| sign | {sign['psnr']:.2f} ± {sign['psnr_std']:.2f} |" in text
 
 
 @needs_data
