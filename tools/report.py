@@ -4,8 +4,9 @@
 
 Writes markdown tables: every method on clean images (with the margin over +-eta sign
 noise), decode disruption after each robustness transform, per domain, and the issue's
-targets for MoP against PGD. Every table names the command that produced its numbers.
-(Figures are a later step.)
+targets for MoP against PGD, and a figure of decode disruption against PSNR for every
+method (clean and after JPEG q75) beside the page. Every table names the command that
+produced its numbers. (Image grids are a later step.)
 """
 
 from __future__ import annotations
@@ -144,6 +145,43 @@ def render(doc: dict, source: str, command: str | None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def plot_disruption_psnr(doc: dict, path: Path) -> None:
+    """Mean disruption against mean PSNR per method, with standard deviations as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = _index(doc["summary"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
+    for i, m in enumerate(doc["settings"]["methods"]):
+        colour = f"C{i}"
+        for transform, face in (("clean", colour), ("jpeg75", "none")):
+            e = idx.get((m, transform, "all"))
+            if e is None or e["psnr"] is None or e["disruption_db"] is None:
+                continue
+            ax.errorbar(
+                e["psnr"],
+                e["disruption_db"],
+                xerr=e["psnr_std"],
+                yerr=e["disruption_db_std"],
+                fmt="o",
+                color=colour,
+                mfc=face,
+                capsize=2,
+                lw=0.8,
+                label=m if transform == "clean" else None,
+            )
+    ax.set_xlabel("PSNR of the protected image (dB, higher = less visible)")
+    ax.set_ylabel("decode disruption (dB, higher = stronger)")
+    ax.set_title("Filled: clean; hollow: after JPEG q75", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("results", type=Path, help="results.json from fastprotect evaluate")
@@ -151,8 +189,13 @@ def main() -> None:
     ap.add_argument("--command", help="the evaluate command, if the results predate recording it")
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
-    args.out.write_text(render(doc, str(args.results), args.command))
-    print(f"wrote {args.out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure = args.out.with_name(args.out.stem + "_disruption_psnr.png")
+    plot_disruption_psnr(doc, figure)
+    page = render(doc, str(args.results), args.command)
+    page += f"\n![Disruption against PSNR]({figure.name})\n"
+    args.out.write_text(page)
+    print(f"wrote {args.out} and {figure}")
 
 
 if __name__ == "__main__":
