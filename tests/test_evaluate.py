@@ -80,6 +80,8 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
         if e["method"] == "sign" and e["transform"] == "clean" and e["domain"] == "all"
     )
     assert f"| sign | {sign['psnr']:.2f} ± {sign['psnr_std']:.2f} |" in text
+    figure = tmp_path / "results_disruption_psnr.png"
+    assert figure.stat().st_size > 10_000 and "results_disruption_psnr.png" in text
 
 
 @needs_data
