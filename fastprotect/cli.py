@@ -83,6 +83,9 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
     p_ev.add_argument("--eta", type=float, help="baselines' budget (default: the model's eta)")
     p_ev.add_argument("--pgd-step-size", type=float, default=1 / 255)
+    p_ev.add_argument(
+        "--examples", type=int, default=0, help="save the first N images of each domain as PNG"
+    )
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args, argv)
@@ -213,6 +216,8 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             args.val_fraction,
             args.limit,
             args.transforms or tuple(ROBUSTNESS),
+            examples=args.examples,
+            examples_dir=out / "examples",
         )
         settings["command"] = "fastprotect " + shlex.join(argv)
         written = write_results(out, rows, settings)

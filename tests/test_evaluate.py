@@ -29,7 +29,7 @@ def _evaluate(model, out, *extra):
         "evaluate", str(DATA / "objects"), "--method", f"mop:{model}", "--method", "pgd:2",
         "--method", "photoguard:2", "--method", "sign", "--method", "uniform",
         "--out", str(out), "--size", "32", "--split", "all", "--limit", "2",
-        "--strength", "jnd", *extra,
+        "--strength", "jnd", "--examples", "1", *extra,
     ])  # fmt: skip
 
 
@@ -82,6 +82,11 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     assert f"| sign | {sign['psnr']:.2f} ± {sign['psnr_std']:.2f} |" in text
     figure = tmp_path / "results_disruption_psnr.png"
     assert figure.stat().st_size > 10_000 and "results_disruption_psnr.png" in text
+    # --examples 1: one image of the one domain, every method and its reconstruction
+    (example,) = (tmp_path / "ev" / "examples" / "objects").iterdir()
+    names = {p.stem for p in example.glob("*.png")}
+    assert names == {"original", "original_recon"} | methods | {f"{m}_recon" for m in methods}
+    assert (tmp_path / "results_grid_objects.png").is_file() and "results_grid_objects" in text
 
 
 @needs_data

@@ -182,6 +182,58 @@ def plot_disruption_psnr(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_grids(examples: Path, methods: list[str], stem: Path) -> list[Path]:
+    """One figure per domain from ``evaluate --examples``: per method the protected image,
+    its difference from the original (x10, grey = 0) and ``D(E(x_hat))``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    written = []
+    for domain in sorted(p for p in examples.iterdir() if p.is_dir()):
+        image_dir = sorted(p for p in domain.iterdir() if p.is_dir())[0]
+
+        def load(name: str, d: Path = image_dir) -> np.ndarray:
+            return np.asarray(Image.open(d / f"{name}.png").convert("RGB")).astype(float) / 255
+
+        x = load("original")
+        rows = [("original", x, None, load("original_recon"))]
+        for m in methods:
+            if m != "none" and (image_dir / f"{m}.png").is_file():
+                x_hat = load(m)
+                rows.append((m, x_hat, np.clip((x_hat - x) * 10 + 0.5, 0, 1), load(f"{m}_recon")))
+        fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), dpi=110)
+        titles = ("image", "difference x10", "D(E(image))")
+        for r, (name, img, diff, recon) in enumerate(rows):
+            for c, panel in enumerate((img, diff, recon)):
+                ax = axes[r, c]
+                ax.axis("off")
+                if panel is not None:
+                    ax.imshow(panel)
+                if r == 0:
+                    ax.set_title(titles[c], fontsize=9)
+            axes[r, 0].text(
+                -0.05,
+                0.5,
+                name,
+                transform=axes[r, 0].transAxes,
+                rotation=90,
+                va="center",
+                ha="right",
+                fontsize=9,
+            )
+        fig.suptitle(f"{domain.name}: {image_dir.name}", fontsize=10)
+        fig.tight_layout()
+        path = stem.with_name(f"{stem.name}_grid_{domain.name}.png")
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("results", type=Path, help="results.json from fastprotect evaluate")
@@ -194,6 +246,11 @@ def main() -> None:
     plot_disruption_psnr(doc, figure)
     page = render(doc, str(args.results), args.command)
     page += f"\n![Disruption against PSNR]({figure.name})\n"
+    examples = args.results.parent / "examples"
+    if examples.is_dir():
+        page += "\n## Examples (no transform)\n"
+        for grid in plot_grids(examples, doc["settings"]["methods"], args.out.with_suffix("")):
+            page += f"\n![{grid.stem}]({grid.name})\n"
     args.out.write_text(page)
     print(f"wrote {args.out} and {figure}")
 

@@ -158,6 +158,16 @@ def _target(protector: Protector, x: Tensor) -> tuple[str, Tensor]:
     return protector.mop.config.targets[int(t)], y
 
 
+def _save_png(x: Tensor, path: Path) -> None:
+    from PIL import Image
+
+    from ..imageio import to_uint8
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        Image.fromarray(to_uint8(x[0])).save(tmp, "PNG")
+
+
 def _domain(path: Path, roots: Sequence[Path]) -> str:
     """The first folder below the data root (objects, faces, cartoon), else the root's name."""
     for root in roots:
@@ -187,8 +197,15 @@ def evaluate(
     limit: int | None = None,
     transforms: Sequence[str] = tuple(ROBUSTNESS),
     progress: bool = True,
+    examples: int = 0,
+    examples_dir: Path | None = None,
 ) -> tuple[list[dict], dict]:
-    """Run every method on every image; returns the per-image rows and the settings."""
+    """Run every method on every image; returns the per-image rows and the settings.
+
+    With ``examples > 0``, the first ``examples`` images of each domain are also written
+    to ``examples_dir/<domain>/<image>/`` as PNG: ``original``, ``original_recon``
+    (``D(E(x))``), and per method ``<method>`` and ``<method>_recon`` (no transform).
+    """
     unknown = [t for t in transforms if t not in ROBUSTNESS]
     if unknown:
         raise EvaluationError(f"unknown transforms {unknown}; choose from {list(ROBUSTNESS)}")
@@ -199,21 +216,32 @@ def evaluate(
     files = files[:limit] if limit else files
     if not files:
         raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
+    if examples and examples_dir is None:
+        raise EvaluationError("examples need a folder to go to")
     enc, dec = evaluation_autoencoder(eval_encoder)
     lpips_fn = _lpips_metric()
     rows: list[dict] = []
+    saved: dict[str, int] = {}
     for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
         x = centre_square(path, size)
         z = enc.latent(x)
         rec_clean = reconstruction_psnr(x, z, dec) if dec else None
         domain = _domain(path, roots)
         reference_target = _target(reference, x)
+        saved[domain] = saved.get(domain, 0) + 1
+        keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
+        if keep and dec:
+            _save_png(x, keep / "original.png")
+            _save_png(dec(z), keep / "original_recon.png")
         for method in methods:
             name, y = _target(method.router, x) if method.router else reference_target
             z_y = enc.latent(y)
             t0 = time.perf_counter()
             x_hat = method.protect(x, y)
             seconds = time.perf_counter() - t0
+            if keep and dec:
+                _save_png(x_hat, keep / f"{method.name}.png")
+                _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
             for tname in transforms:
                 x_t = ROBUSTNESS[tname](x_hat)
                 z_t = enc.latent(x_t)
