@@ -86,7 +86,7 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     (example,) = (tmp_path / "ev" / "examples" / "objects").iterdir()
     names = {p.stem for p in example.glob("*.png")}
     assert names == {"original", "original_recon"} | methods | {f"{m}_recon" for m in methods}
-    assert (tmp_path / "results_grid_objects.png").is_file() and "results_grid_objects" in text
+    assert (tmp_path / "results_grid_objects.jpg").is_file() and "results_grid_objects" in text
 
 
 @needs_data

@@ -38,6 +38,7 @@ def render(doc: dict, source: str, command: str | None) -> str:
     transforms = s["transforms"]
     domains = sorted({e["domain"] for e in summary} - {"all"})
     cmd = command or s.get("command", "(command not recorded)")
+    strength = s.get("strength_map", "not recorded")
     out = [
         "# Results",
         "",
@@ -48,7 +49,7 @@ def render(doc: dict, source: str, command: str | None) -> str:
         f"{s['images']} images ({s['split']} split, val fraction {s['val_fraction']}), "
         f"centre {s['size']}x{s['size']} crops; evaluation autoencoder `{s['eval_encoder']}` "
         f"(decoder {'yes' if s['decoder'] else 'no'}); MoP strength map "
-        f"{s.get('strength_map', 'n/a')}; LPIPS {'yes' if s['lpips'] else 'unavailable'}; "
+        f"{strength}; LPIPS {'yes' if s['lpips'] else 'unavailable'}; "
         "DISTS unavailable; budget eta = "
         f"{s['reference_eta'] * 255:.0f}/255. Mean ± standard deviation over images.",
         "",
@@ -155,11 +156,11 @@ def plot_disruption_psnr(doc: dict, path: Path) -> None:
     idx = _index(doc["summary"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
     for i, m in enumerate(doc["settings"]["methods"]):
-        colour = f"C{i}"
+        colour, label = f"C{i}", m
         for transform, face in (("clean", colour), ("jpeg75", "none")):
             e = idx.get((m, transform, "all"))
             if e is None or e["psnr"] is None or e["disruption_db"] is None:
-                continue
+                continue  # e.g. the unprotected image's clean PSNR is infinite
             ax.errorbar(
                 e["psnr"],
                 e["disruption_db"],
@@ -170,9 +171,10 @@ def plot_disruption_psnr(doc: dict, path: Path) -> None:
                 mfc=face,
                 capsize=2,
                 lw=0.8,
-                label=m if transform == "clean" else None,
+                label=label,
             )
-    ax.set_xlabel("PSNR of the protected image (dB, higher = less visible)")
+            label = None
+    ax.set_xlabel("PSNR against the original (dB, higher = less visible)")
     ax.set_ylabel("decode disruption (dB, higher = stronger)")
     ax.set_title("Filled: clean; hollow: after JPEG q75", fontsize=9)
     ax.grid(alpha=0.3)
@@ -205,7 +207,7 @@ def plot_grids(examples: Path, methods: list[str], stem: Path) -> list[Path]:
             if m != "none" and (image_dir / f"{m}.png").is_file():
                 x_hat = load(m)
                 rows.append((m, x_hat, np.clip((x_hat - x) * 10 + 0.5, 0, 1), load(f"{m}_recon")))
-        fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), dpi=110)
+        fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), dpi=90)
         titles = ("image", "difference x10", "D(E(image))")
         for r, (name, img, diff, recon) in enumerate(rows):
             for c, panel in enumerate((img, diff, recon)):
@@ -226,9 +228,10 @@ def plot_grids(examples: Path, methods: list[str], stem: Path) -> list[Path]:
                 fontsize=9,
             )
         fig.suptitle(f"{domain.name}: {image_dir.name}", fontsize=10)
-        fig.tight_layout()
-        path = stem.with_name(f"{stem.name}_grid_{domain.name}.png")
-        fig.savefig(path)
+        fig.tight_layout(rect=(0, 0, 1, 0.985))
+        # JPEG at high quality: PNG photo grids would be megabytes each in the repository.
+        path = stem.with_name(f"{stem.name}_grid_{domain.name}.jpg")
+        fig.savefig(path, pil_kwargs={"quality": 88})
         plt.close(fig)
         written.append(path)
     return written
@@ -239,6 +242,11 @@ def main() -> None:
     ap.add_argument("results", type=Path, help="results.json from fastprotect evaluate")
     ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--command", help="the evaluate command, if the results predate recording it")
+    ap.add_argument(
+        "--examples",
+        type=Path,
+        help="examples folder of an `evaluate --examples` run (default: beside RESULTS)",
+    )
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,9 +254,12 @@ def main() -> None:
     plot_disruption_psnr(doc, figure)
     page = render(doc, str(args.results), args.command)
     page += f"\n![Disruption against PSNR]({figure.name})\n"
-    examples = args.results.parent / "examples"
+    examples = args.examples or args.results.parent / "examples"
     if examples.is_dir():
         page += "\n## Examples (no transform)\n"
+        if args.examples:
+            cmd = json.loads((examples.parent / "results.json").read_text())["settings"]
+            page += f"\nFrom a separate run on one image per domain:\n\n    {cmd['command']}\n"
         for grid in plot_grids(examples, doc["settings"]["methods"], args.out.with_suffix("")):
             page += f"\n![{grid.stem}]({grid.name})\n"
     args.out.write_text(page)
