@@ -65,7 +65,7 @@ def _own(argv: Sequence[str]) -> int:
     p_ev = sub.add_parser(
         "evaluate", help="measure methods on the same images, target and budget (issue 4)"
     )
-    p_ev.add_argument("data", nargs="+", help="image folders (recursive)")
+    p_ev.add_argument("data", nargs="+", help="image folders (recursive) or files")
     p_ev.add_argument(
         "--method",
         action="append",
