@@ -81,6 +81,8 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
     p_ev.add_argument("--transforms", nargs="+", help="default: all robustness transforms")
     p_ev.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
+    p_ev.add_argument("--s-min", type=float, default=0.5, help="MoP strength range, as protect")
+    p_ev.add_argument("--s-max", type=float, default=1.0)
     p_ev.add_argument("--eta", type=float, help="baselines' budget (default: the model's eta)")
     p_ev.add_argument("--pgd-step-size", type=float, default=1 / 255)
     p_ev.add_argument(
@@ -202,7 +204,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             methods, reference = parse_methods(
-                args.method, args.strength, args.eta, args.pgd_step_size
+                args.method, args.strength, args.eta, args.pgd_step_size, args.s_min, args.s_max
             )
         for note in sorted({str(w.message) for w in caught if "JND map" in str(w.message)}):
             print(f"fastprotect: note: {note}", file=sys.stderr)

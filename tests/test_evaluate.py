@@ -46,7 +46,7 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     assert len(rows) == 2 * len(methods) * len(TRANSFORMS)
     assert {r["domain"] for r in rows} == {"objects"}
     assert doc["settings"]["decoder"] and doc["settings"]["dists"] is False
-    assert doc["settings"]["strength_map"] == "JNDMap"
+    assert doc["settings"]["strength_map"] == "JNDMap" and doc["settings"]["s_min"] == 0.5
     assert doc["settings"]["command"].startswith("fastprotect evaluate ")
     for r in rows:
         method, transform = r["method"], r["transform"]

@@ -39,6 +39,8 @@ def render(doc: dict, source: str, command: str | None) -> str:
     domains = sorted({e["domain"] for e in summary} - {"all"})
     cmd = command or s.get("command", "(command not recorded)")
     strength = s.get("strength_map", "not recorded")
+    if "s_min" in s and strength != "off":
+        strength += f" (s_min {s['s_min']}, s_max {s['s_max']})"
     out = [
         "# Results",
         "",

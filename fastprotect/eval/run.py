@@ -82,9 +82,17 @@ def centre_square(path: Path, size: int) -> Tensor:
 
 
 def parse_methods(
-    specs: Sequence[str], strength: str, eta: float | None, pgd_step_size: float
+    specs: Sequence[str],
+    strength: str,
+    eta: float | None,
+    pgd_step_size: float,
+    s_min: float = 0.5,
+    s_max: float = 1.0,
 ) -> tuple[list[Method], Protector]:
-    """Build the methods; returns them (``none`` first) and the reference protector."""
+    """Build the methods; returns them (``none`` first) and the reference protector.
+
+    ``strength``, ``s_min`` and ``s_max`` are the MoP models' adaptive strength settings,
+    as for ``fastprotect protect``."""
     mops: list[tuple[str, Protector]] = []
     rest: list[tuple[str, str, int | None]] = []
     for spec in specs:
@@ -93,7 +101,7 @@ def parse_methods(
         if kind == "mop":
             if not arg:
                 raise EvaluationError(f"{spec!r}: give the model file, mop:PATH")
-            protector, _ = load_protector(arg, strength)
+            protector, _ = load_protector(arg, strength, s_min, s_max)
             mops.append((name or Path(arg).stem, protector))
         elif kind in ("pgd", "photoguard", "uniform", "sign"):
             if kind in ("uniform", "sign") and arg:
@@ -277,6 +285,8 @@ def evaluate(
         "transforms": list(transforms),
         "reference_eta": reference.mop.config.eta,
         "strength_map": type(reference.strength_map).__name__ if reference.strength_map else "off",
+        "s_min": reference.s_min,
+        "s_max": reference.s_max,
     }
     return rows, settings
 
