@@ -143,15 +143,13 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
 def _load_protector(args: argparse.Namespace):
     """The protector for ``protect``/``export``, printing the JND fallback note; ``None`` and a
     one-line error when the model cannot be loaded."""
-    from .protect import load_protector
+    from .protect import fallback_notes, load_protector
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with fallback_notes() as notes:
             protector, strength = load_protector(args.model, args.strength, args.s_min, args.s_max)
-        for w in caught:
-            if "JND map instead" in str(w.message):
-                print(f"fastprotect: note: {w.message}", file=sys.stderr)
+        for note in notes:
+            print(f"fastprotect: note: {note}", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
         if args.debug:
             raise
@@ -196,17 +194,17 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         table,
         write_results,
     )
+    from .protect import fallback_notes
 
     out = Path(args.out)
     try:
         if (out / "results.json").exists():
             raise EvaluationError(f"{out / 'results.json'} exists; choose another --out")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with fallback_notes() as notes:
             methods, reference = parse_methods(
                 args.method, args.strength, args.eta, args.pgd_step_size, args.s_min, args.s_max
             )
-        for note in sorted({str(w.message) for w in caught if "JND map" in str(w.message)}):
+        for note in notes:
             print(f"fastprotect: note: {note}", file=sys.stderr)
         rows, settings = evaluate(
             args.data,
@@ -248,11 +246,9 @@ def _protect(args: argparse.Namespace) -> int:
         )
         return 2
     if args.format == "jpeg":
-        print(
-            "fastprotect: warning: lossy JPEG re-encoding weakens the protection; "
-            "prefer PNG where you can",
-            file=sys.stderr,
-        )
+        from .protect import JPEG_WARNING
+
+        print(f"fastprotect: warning: {JPEG_WARNING}", file=sys.stderr)
     protector = _load_protector(args)
     if protector is None:
         return 2

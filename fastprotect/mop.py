@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .latents import latent_entropy, nearest, reduce_latent, resize_square, route
@@ -116,6 +117,13 @@ class MixtureOfPerturbations(nn.Module):
             return torch.zeros(z.shape[0], self.num_targets, dtype=torch.long, device=z.device)
         feats = self.reduce(z)
         return torch.stack([nearest(feats, c) for c in self.centroids], 1)
+
+    def target_image(self, target: Tensor, size: tuple[int, int]) -> Tensor:
+        """The target textures of ``target`` (``B`` indices) as ``Bx3xHxW`` floats in
+        ``[0, 1]``, resized (bilinear) to ``size``: what the per-image baselines pull toward
+        and the evaluation measures against."""
+        y = self.targets[target].float() / 255
+        return F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
 
     def assignment_input(self, x: Tensor) -> Tensor:
         """Images resized to the assignment resolution."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .imageio import ImageReadError, LoadedImage, load_image, save_image
-from .protect import Job, Summary, load_protector, plan
+from .protect import JPEG_WARNING, Job, Summary, fallback_notes, load_protector, plan
 
 # ``trainer.callback_metrics`` key holding the number of failed files over all ranks; it
 # survives ``ddp_spawn`` (Lightning copies rank zero's callback metrics to the main process).
@@ -176,13 +175,12 @@ class ProtectModule(L.LightningModule):
         super().__init__()
         self.model_file = model
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with fallback_notes() as notes:
                 self.protector, self.strength_name = load_protector(model, strength, s_min, s_max)
         except Exception as e:  # noqa: BLE001 - one line for the user
             why = str(e) if str(model) in str(e) else f"{model}: {e}"
             raise ProtectorLoadError(why) from e
-        self.notes = [str(w.message) for w in caught if "JND map instead" in str(w.message)]
+        self.notes = notes
 
     def on_predict_start(self) -> None:
         if self.trainer.is_global_zero:
@@ -240,11 +238,7 @@ class ProtectedImageWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             self.summary.failed.extend(getattr(trainer.datamodule, "problems", []))
             if self._fmt == "jpeg":
-                print(
-                    "fastprotect: warning: lossy JPEG re-encoding weakens the protection; "
-                    "prefer PNG where you can",
-                    file=sys.stderr,
-                )
+                print(f"fastprotect: warning: {JPEG_WARNING}", file=sys.stderr)
         self._t0 = time.perf_counter()
 
     def write_on_batch_end(

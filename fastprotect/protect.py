@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,24 @@ from .encoders import encoder_from_identity
 from .imageio import ImageReadError, load_image, save_image
 from .modelfile import load_model
 from .protector import Protector
-from .strength import build_strength_map
+from .strength import StrengthMapFallback, build_strength_map
+
+#: said whenever protected images are written as JPEG
+JPEG_WARNING = "lossy JPEG re-encoding weakens the protection; prefer PNG where you can"
+
+
+@contextmanager
+def fallback_notes() -> Iterator[list[str]]:
+    """Collect the strength map's fallback warnings as distinct messages (filled on exit),
+    for the commands to print as one ``note`` each; other warnings in the block are
+    recorded and dropped, as before."""
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield notes
+    for w in caught:
+        if issubclass(w.category, StrengthMapFallback) and str(w.message) not in notes:
+            notes.append(str(w.message))
 
 
 def load_protector(

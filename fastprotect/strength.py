@@ -23,6 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+
+
+class StrengthMapFallback(UserWarning):
+    """``auto`` fell back to the JND map because the LPIPS backbone weights are missing."""
+
+
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -155,6 +161,7 @@ def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
     warnings.warn(
         f"LPIPS backbone weights ({ALEXNET_FILE}) not found; adaptive strength uses the "
         "weights-free JND map instead",
+        StrengthMapFallback,
         stacklevel=2,
     )
     return JNDMap(), "jnd"

@@ -136,10 +136,7 @@ def _pgd(protector, x: torch.Tensor, args: argparse.Namespace) -> dict:
 
     enc, mop = protector.encoder, protector.mop
     with torch.no_grad():
-        target = protector.choose(x)[0]
-        y = mop.targets[target].float().div(255)
-        y = torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear")
-        z_y = enc.latent(y)
+        z_y = enc.latent(mop.target_image(protector.choose(x)[0], x.shape[-2:]))
     times = [
         _timed(lambda: pgd(x, enc.latent, z_y, mop.config.eta, steps=1), args.device)[1]
         for _ in range(args.pgd_steps + 1)

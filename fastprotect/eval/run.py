@@ -161,9 +161,7 @@ def evaluation_autoencoder(name: str) -> tuple[Encoder, Callable[[Tensor], Tenso
 def _target(protector: Protector, x: Tensor) -> tuple[str, Tensor]:
     """The target ``protector`` routes ``x`` to: its name and its image at ``x``'s size."""
     t = protector.choose(x)[0]
-    y = protector.mop.targets[t].float() / 255
-    y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return protector.mop.config.targets[int(t)], y
+    return protector.mop.config.targets[int(t)], protector.mop.target_image(t, x.shape[-2:])
 
 
 def _save_png(x: Tensor, path: Path) -> None:
@@ -235,15 +233,19 @@ def evaluate(
         z = enc.latent(x)
         rec_clean = reconstruction_psnr(x, z, dec) if dec else None
         domain = _domain(path, roots)
-        reference_target = _target(reference, x)
+        ref_name, ref_y = _target(reference, x)
+        ref_z_y = enc.latent(ref_y)  # shared by every method without its own router
         saved[domain] = saved.get(domain, 0) + 1
         keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
         if keep and dec:
             _save_png(x, keep / "original.png")
             _save_png(dec(z), keep / "original_recon.png")
         for method in methods:
-            name, y = _target(method.router, x) if method.router else reference_target
-            z_y = enc.latent(y)
+            if method.router is None:
+                name, y, z_y = ref_name, ref_y, ref_z_y
+            else:
+                name, y = _target(method.router, x)
+                z_y = enc.latent(y)
             t0 = time.perf_counter()
             x_hat = method.protect(x, y)
             seconds = time.perf_counter() - t0
