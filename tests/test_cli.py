@@ -243,6 +243,12 @@ ABLATION = {
     "5_adaptive": (["low", "mid", "high"], 4, "kmeans", ["LatentLoss", "MultiLayerLoss"]),
     "fixed_low": (["low"], 4, "kmeans", ["LatentLoss", "MultiLayerLoss"]),
     "fixed_high": (["high"], 4, "kmeans", ["LatentLoss", "MultiLayerLoss"]),
+    "6_jpeg": (
+        ["low", "mid", "high"],
+        4,
+        "kmeans",
+        ["LatentLoss", "MultiLayerLoss", "JpegRobustLoss"],
+    ),
 }
 
 
@@ -261,7 +267,7 @@ def test_ablation_configs_differ_only_in_their_step(name, capsys):
     assert cfg["model"]["targets"] == targets and cfg["model"]["groups"] == groups
     assert cfg["data"]["grouping"] == grouping
     assert [t["class_path"].rsplit(".", 1)[1] for t in cfg["model"]["losses"]] == losses
-    assert cfg["trainer"]["max_steps"] == 600 and cfg["seed_everything"] == 0
+    assert cfg["trainer"]["max_steps"] == 300 and cfg["seed_everything"] == 0
     assert cfg["model"]["lr"] == 0.003 and cfg["data"]["val_fraction"] == 0.2
     assert cfg["model"]["eta"] == pytest.approx(8 / 255)
     assert cfg["trainer"]["default_root_dir"] == f"runs/ablation/{name}"
