@@ -6,7 +6,9 @@ Writes markdown tables: every method on clean images (with the margin over +-eta
 noise), decode disruption after each robustness transform, per domain, and the issue's
 targets for MoP against PGD, and a figure of decode disruption against PSNR for every
 method (clean and after JPEG q75) beside the page. Every table names the command that
-produced its numbers. (Image grids are a later step.)
+produced its numbers. With ``--ablation RESULTS.json`` (repeatable) it adds the ablation
+chain in the paper's order next to the paper's FID, and the JPEG-robust term with and
+without; ``--examples`` adds one image grid per domain.
 """
 
 from __future__ import annotations
@@ -148,6 +150,121 @@ def render(doc: dict, source: str, command: str | None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+#: the paper's ablation chain (Table 4, FID on SD-1.5; higher FID = stronger protection)
+PAPER_CHAIN = {
+    "1_uap": ("UAP", 207.6),
+    "2_mop_random": ("MoP without assignment (random group)", 214.5),
+    "3_mop": ("MoP", 225.9),
+    "4_multilayer": ("+ multi-layer loss", 234.6),
+    "5_adaptive": ("+ adaptive target", 238.8),
+}
+FIXED = {
+    "fixed_low": "full recipe, fixed target low",
+    "4_multilayer": "full recipe, fixed target mid (= 4_multilayer)",
+    "fixed_high": "full recipe, fixed target high",
+    "5_adaptive": "full recipe, adaptive target",
+}
+
+
+def render_ablation(doc: dict, source: str) -> str:
+    """The ablation chain, the fixed-target variants and the JPEG-robust term."""
+    s = doc["settings"]
+    idx = _index(doc["summary"])
+    strength = s.get("strength_map", "not recorded")
+    if "s_min" in s and strength != "off":
+        strength += f" (s_min {s['s_min']}, s_max {s['s_max']})"
+
+    def cell(m: str, t: str, key: str, spec: str) -> str:
+        e = idx.get((m, t, "all"))
+        return "n/a" if e is None else _pm(e, key, spec)
+
+    def kept(m: str) -> str:
+        c, j = idx.get((m, "clean", "all")), idx.get((m, "jpeg75", "all"))
+        if not c or not j or not c["disruption_db"] or j["disruption_db"] is None:
+            return "n/a"
+        return f"{100 * j['disruption_db'] / c['disruption_db']:.0f}%"
+
+    out = [
+        "",
+        f"## Ablation ({strength})",
+        "",
+        "From:",
+        "",
+        f"    {s.get('command', '(command not recorded)')}",
+        "",
+        f"({source}; {s['images']} {s['split']} images, centre {s['size']}x{s['size']} crops, "
+        "TAEF2. Every model was trained by `configs/ablation/` with the same data, seed, "
+        "crops, learning rate and step budget. Latent pull is toward each model's own "
+        "target, so it compares models with the same targets; disruption compares all.)",
+        "",
+        "| step | paper FID (SD-1.5) | PSNR dB | latent pull | disruption dB | "
+        "after JPEG q75 dB | kept |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    chain = [m for m in PAPER_CHAIN if (m, "clean", "all") in idx]
+    for m in chain:
+        label, fid = PAPER_CHAIN[m]
+        out.append(
+            f"| {label} (`{m}`) | {fid} | {cell(m, 'clean', 'psnr', '.2f')} | "
+            f"{cell(m, 'clean', 'latent_pull', '.3f')} | "
+            f"{cell(m, 'clean', 'disruption_db', '.2f')} | "
+            f"{cell(m, 'jpeg75', 'disruption_db', '.2f')} | {kept(m)} |"
+        )
+    for m in ("sign", "uniform"):
+        if (m, "clean", "all") in idx:
+            out.append(
+                f"| {m} noise (floor) | | {cell(m, 'clean', 'psnr', '.2f')} | "
+                f"{cell(m, 'clean', 'latent_pull', '.3f')} | "
+                f"{cell(m, 'clean', 'disruption_db', '.2f')} | "
+                f"{cell(m, 'jpeg75', 'disruption_db', '.2f')} | {kept(m)} |"
+            )
+    if len(chain) > 1:
+        steps = []
+        for a, b in zip(chain, chain[1:], strict=False):
+            da = idx[(a, "clean", "all")]["disruption_db"]
+            db = idx[(b, "clean", "all")]["disruption_db"]
+            word = "up" if db > da else "down"
+            steps.append(f"{PAPER_CHAIN[b][0]}: {word} {db - da:+.2f} dB")
+        out += [
+            "",
+            "Each step's change in disruption (the paper's FID rises at every step): "
+            + "; ".join(steps)
+            + ".",
+        ]
+    fixed = [m for m in FIXED if (m, "clean", "all") in idx]
+    if fixed:
+        out += [
+            "",
+            "Fixed-target variants of the full recipe:",
+            "",
+            "| variant | PSNR dB | latent pull | disruption dB | after JPEG q75 dB | kept |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for m in fixed:
+            out.append(
+                f"| {FIXED[m]} (`{m}`) | {cell(m, 'clean', 'psnr', '.2f')} | "
+                f"{cell(m, 'clean', 'latent_pull', '.3f')} | "
+                f"{cell(m, 'clean', 'disruption_db', '.2f')} | "
+                f"{cell(m, 'jpeg75', 'disruption_db', '.2f')} | {kept(m)} |"
+            )
+    if ("5_adaptive", "clean", "all") in idx and ("6_jpeg", "clean", "all") in idx:
+        ts = [t for t in s["transforms"]]
+        out += [
+            "",
+            "JPEG-robust term (`6_jpeg` = the full recipe + `JpegRobustLoss`, qualities 50-95):",
+            "",
+            "| model | PSNR dB | " + " | ".join(f"disruption {t} dB" for t in ts) + " | kept |",
+            "|---|---:|" + "---:|" * len(ts) + "---:|",
+        ]
+        for m in ("5_adaptive", "6_jpeg"):
+            out.append(
+                f"| `{m}` | {cell(m, 'clean', 'psnr', '.2f')} | "
+                + " | ".join(cell(m, t, "disruption_db", ".2f") for t in ts)
+                + f" | {kept(m)} |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def plot_disruption_psnr(doc: dict, path: Path) -> None:
     """Mean disruption against mean PSNR per method, with standard deviations as bars."""
     import matplotlib
@@ -249,6 +366,13 @@ def main() -> None:
         type=Path,
         help="examples folder of an `evaluate --examples` run (default: beside RESULTS)",
     )
+    ap.add_argument(
+        "--ablation",
+        type=Path,
+        action="append",
+        default=[],
+        help="results.json of an evaluation of the configs/ablation models (repeatable)",
+    )
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +380,8 @@ def main() -> None:
     plot_disruption_psnr(doc, figure)
     page = render(doc, str(args.results), args.command)
     page += f"\n![Disruption against PSNR]({figure.name})\n"
+    for path in args.ablation:
+        page += render_ablation(json.loads(path.read_text()), str(path))
     examples = args.examples or args.results.parent / "examples"
     if examples.is_dir():
         page += "\n## Examples (no transform)\n"
