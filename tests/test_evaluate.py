@@ -106,3 +106,22 @@ def test_evaluate_refuses_to_overwrite_and_bad_methods(model, tmp_path, capsys):
     args = ["evaluate", str(DATA), "--method", f"mop:{model}", "--method", "pgd:ten"]
     assert main([*args, "--out", str(tmp_path / "z")]) == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+@needs_data
+@needs_weights
+def test_evaluate_on_an_encoder_the_model_was_not_trained_on(model, tmp_path, capsys):
+    """Transfer: the tiny model was trained on the tiny random VAE; measure it on TAEF2's
+    latent space, and the other way round (no decoder for the random VAE: disruption is
+    unavailable, never 0)."""
+    for encoder, decoder in (("taef2", True), ("tiny-random", False)):
+        out = tmp_path / encoder
+        args = ["--transforms", "clean", "--eval-encoder", encoder]
+        assert _evaluate(model, out, *args) == 0
+        doc = json.loads((out / "results.json").read_text())
+        assert doc["settings"]["eval_encoder"] == encoder
+        assert doc["settings"]["decoder"] is decoder
+        for r in doc["rows"]:
+            if r["method"] == "model":
+                assert r["latent_pull"] > 0 and math.isfinite(r["latent_pull"])
+                assert (r["disruption_db"] is None) is (not decoder)
