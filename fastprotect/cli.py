@@ -3,7 +3,9 @@
 ``fit``/``validate``/``test`` come from LightningCLI (omegaconf parser mode, so
 ``${...}`` interpolation works in configs). ``info MODEL`` summarises a model file;
 ``targets`` writes the target images as PNG; ``samples`` writes sample photos;
-``protect`` protects image files; ``export`` writes the inference graph (:mod:`.export`).
+``protect`` protects image files; ``export`` writes the inference graph (:mod:`.export`);
+``demo`` protects sample photos (or your images) and writes an HTML report (:mod:`.demo`).
+Without ``--model`` every command uses the model shipped in the package (:mod:`.release`).
 ``predict`` protects images on many GPUs, a second LightningCLI (:mod:`fastprotect.predict`).
 """
 
@@ -18,7 +20,7 @@ from .data.files import NoImagesError
 from .modelfile import ModelFileError
 from .weights import ChecksumError, WeightsNotFoundError
 
-OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate")
+OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate", "demo")
 # Errors that are the user's to fix: one line, no traceback.
 USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
 
@@ -30,7 +32,7 @@ def _own(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="fastprotect")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="summarise a model file")
-    p_info.add_argument("model")
+    p_info.add_argument("model", nargs="?", help="model file (default: the shipped model)")
     p_tg = sub.add_parser("targets", help="write the target images as PNG")
     p_tg.add_argument("--out", required=True, help="output folder")
     p_tg.add_argument("--size", type=int, default=512)
@@ -40,7 +42,10 @@ def _own(argv: Sequence[str]) -> int:
     p_pr = sub.add_parser("protect", help="protect image files, folders (recursive) and globs")
     p_pr.add_argument("inputs", nargs="+", help="files, folders or glob patterns")
     p_pr.add_argument("--out", default="protected", help="output folder (default: ./protected)")
-    p_pr.add_argument("--model", help="model file (.safetensors) from `fastprotect fit`")
+    p_pr.add_argument(
+        "--model",
+        help="model file (.safetensors) from `fastprotect fit` (default: the shipped one)",
+    )
     p_pr.add_argument("--format", choices=["png", "jpeg"], default="png")
     p_pr.add_argument("--quality", type=int, default=95, help="JPEG quality")
     p_pr.add_argument("--skip-existing", action="store_true", help="resume: keep existing outputs")
@@ -54,7 +59,9 @@ def _own(argv: Sequence[str]) -> int:
     p_pr.add_argument("--s-max", type=float, default=1.0)
     p_pr.add_argument("--debug", action="store_true", help="show tracebacks")
     p_ex = sub.add_parser("export", help="export a model as one inference graph (.pt/.ptl/.pt2)")
-    p_ex.add_argument("model", help="model file (.safetensors)")
+    p_ex.add_argument(
+        "model", nargs="?", help="model file (.safetensors; default: the shipped model)"
+    )
     p_ex.add_argument("--out", required=True, help="graph file: .pt, .ptl or .pt2")
     p_ex.add_argument("--format", choices=["torchscript", "lite", "pt2"], help="default: by suffix")
     p_ex.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
@@ -70,8 +77,8 @@ def _own(argv: Sequence[str]) -> int:
         "--method",
         action="append",
         required=True,
-        help="mop:PATH (first one routes targets), pgd[:STEPS], photoguard[:STEPS], uniform, "
-        "sign; NAME=SPEC to name one; repeat the option",
+        help="mop[:PATH] (the shipped model without PATH; the first mop routes targets), "
+        "pgd[:STEPS], photoguard[:STEPS], uniform, sign; NAME=SPEC to name one; repeat it",
     )
     p_ev.add_argument("--out", required=True, help="folder for results.json and results.csv")
     p_ev.add_argument("--size", type=int, default=256, help="evaluation images are SIZE^2")
@@ -88,7 +95,25 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument(
         "--examples", type=int, default=0, help="save the first N images of each domain as PNG"
     )
+    p_d = sub.add_parser(
+        "demo",
+        help="protect sample photos (or your images) with the shipped model; write an HTML report",
+    )
+    p_d.add_argument(
+        "inputs", nargs="*", help="files, folders or globs (default: scikit-image's sample photos)"
+    )
+    p_d.add_argument("--out", help="demo folder (default: outputs/demo, or the next free -N)")
+    p_d.add_argument("--model", help="model file (default: the shipped model)")
+    p_d.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
+    p_d.add_argument("--s-min", type=float, default=0.5)
+    p_d.add_argument("--s-max", type=float, default=1.0)
+    p_d.add_argument(
+        "--analysis-side", type=int, default=512, help="longer side of the attacker's view"
+    )
+    p_d.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     if args.command == "evaluate":
         return _evaluate(args, argv)
     if args.command == "protect":
@@ -97,8 +122,10 @@ def _own(argv: Sequence[str]) -> int:
         return _export(args)
     if args.command == "info":
         try:
-            print(summary(args.model))
-        except ModelFileError as e:
+            from .release import resolve_model
+
+            print(summary(resolve_model(args.model)))
+        except (ModelFileError, ChecksumError) as e:
             print(f"fastprotect: {e}", file=sys.stderr)
             return 2
         return 0
@@ -141,8 +168,9 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
 
 
 def _load_protector(args: argparse.Namespace):
-    """The protector for ``protect``/``export``, printing the JND fallback note; ``None`` and a
-    one-line error when the model cannot be loaded."""
+    """The protector for ``protect``/``export``/``demo`` and its strength map's name, printing
+    the JND fallback note; ``(None, "")`` and a one-line error when the model cannot be
+    loaded."""
     from .protect import fallback_notes, load_protector
 
     try:
@@ -153,10 +181,14 @@ def _load_protector(args: argparse.Namespace):
     except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
         if args.debug:
             raise
-        print(f"fastprotect: error: {args.model}: {e}", file=sys.stderr)
-        return None
+        name = args.model or "default model"
+        print(
+            f"fastprotect: error: {e}" if name in str(e) else f"fastprotect: error: {name}: {e}",
+            file=sys.stderr,
+        )
+        return None, ""
     print(f"fastprotect: strength map: {strength}", file=sys.stderr)
-    return protector
+    return protector, strength
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -167,7 +199,7 @@ def _export(args: argparse.Namespace) -> int:
     except ExportError as e:
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2
-    protector = _load_protector(args)
+    protector, strength = _load_protector(args)
     if protector is None:
         return 2
     try:
@@ -237,19 +269,11 @@ def _protect(args: argparse.Namespace) -> int:
 
     from .protect import plan, protect_files
 
-    if args.model is None:
-        print(
-            "fastprotect: error: no default model ships yet; train one with "
-            "`fastprotect fit --config configs/quick.yaml` and pass --model "
-            "outputs/quick/model.safetensors",
-            file=sys.stderr,
-        )
-        return 2
     if args.format == "jpeg":
         from .protect import JPEG_WARNING
 
         print(f"fastprotect: warning: {JPEG_WARNING}", file=sys.stderr)
-    protector = _load_protector(args)
+    protector, strength = _load_protector(args)
     if protector is None:
         return 2
     out = Path(args.out)
@@ -313,3 +337,38 @@ def main(args: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import describe_model, run_demo
+    from .fileutil import next_free
+    from .modelfile import read_header
+    from .release import resolve_model
+    from .samples import write_samples
+
+    out = Path(args.out) if args.out else next_free(Path("outputs") / "demo")
+    protector, strength = _load_protector(args)
+    if protector is None:
+        return 2
+    inputs = list(args.inputs)
+    if not inputs:
+        samples = write_samples(out / "samples")
+        print(f"fastprotect: {len(samples)} sample photos in {out / 'samples'}", file=sys.stderr)
+        inputs = [str(out / "samples")]
+    path = resolve_model(args.model)
+    about = describe_model(read_header(path), path, strength, args.s_min, args.s_max)
+    try:
+        report, rows, failed = run_demo(inputs, out, protector, about, args.analysis_side)
+    except FileExistsError as e:
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
+    for src, why in failed:
+        print(f"fastprotect: failed: {src}: {why}", file=sys.stderr)
+    print(f"{len(rows)} images protected into {out / 'protected'}; report: {report}")
+    if rows:
+        mean = sum(r.metrics.get("disruption_db", 0.0) for r in rows) / len(rows)
+        psnr = sum(r.metrics["psnr_db"] for r in rows) / len(rows)
+        print(f"mean PSNR {psnr:.2f} dB, mean disruption {mean:.2f} dB (TAEF2 reconstruction)")
+    return 1 if failed else 0

@@ -1,9 +1,12 @@
 """The model file: one self-describing ``.safetensors`` file, loaded without pickle.
 
-Tensors: ``global_delta`` (TxHxRxR... float32), ``group_delta``, ``centroids``,
-``target_entropy``, ``targets`` (uint8). Metadata ``fastprotect`` holds a JSON document
-with the format version, the :class:`~fastprotect.mop.MoPConfig`, the target recipe, the
-encoder identity (kind, name, weights sha256), the latent reduction and the training recipe.
+Tensors: ``global_delta`` (Tx3xRxR), ``group_delta`` (TxKx3xRxR), ``centroids``,
+``target_entropy`` (float32), ``targets`` (uint8). The perturbations are float32, or float16
+in the compact form the shipped model uses (``storage``; they are in ``[-eta, eta]``, where
+float16 is exact to about 1e-5, far below one 8-bit level). Metadata ``fastprotect`` holds a
+JSON document with the format version, the :class:`~fastprotect.mop.MoPConfig`, the target
+recipe, the encoder identity (kind, name, weights sha256), the latent reduction, the
+training recipe and, for a released model, its name and version.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -22,6 +26,10 @@ from .mop import MixtureOfPerturbations, MoPConfig
 FORMAT = "fastprotect-mop"
 FORMAT_VERSION = 1
 TENSORS = ("global_delta", "group_delta", "centroids", "target_entropy", "targets")
+#: tensors stored as float16 in the compact form (the centroids stay float32, so the
+#: nearest-centroid choice is exactly the full model's)
+COMPACT = ("global_delta", "group_delta")
+STORAGES = ("float32", "float16")
 REDUCTION = "adaptive_avg_pool2d(z, latent_grid) then flatten: C * latent_grid**2 features"
 
 
@@ -34,6 +42,8 @@ def save_model(
     path: str | os.PathLike,
     encoder: dict[str, str],
     recipe: dict[str, Any] | None = None,
+    storage: str = "float32",
+    release: dict[str, str] | None = None,
 ) -> Path:
     """Write ``mop`` to ``path`` atomically (temp file + rename).
 
@@ -42,7 +52,11 @@ def save_model(
         path: destination ``.safetensors``.
         encoder: the encoder's identity (``Encoder.identity()``).
         recipe: how it was trained (loss terms, steps, data), free-form JSON.
+        storage: ``float32``, or ``float16`` for the perturbations (half the size).
+        release: ``{"name": ..., "version": ...}`` of a released model.
     """
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -52,8 +66,13 @@ def save_model(
         "encoder": encoder,
         "reduction": REDUCTION,
         "recipe": recipe or {},
+        "storage": storage,
     }
+    if release:
+        doc["release"] = dict(release)
     tensors = {name: getattr(mop, name).detach().cpu().contiguous().clone() for name in TENSORS}
+    if storage == "float16":
+        tensors.update({name: tensors[name].half() for name in COMPACT})
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata={"fastprotect": json.dumps(doc)})
     return path
@@ -96,7 +115,12 @@ def load_model(path: str | os.PathLike) -> tuple[MixtureOfPerturbations, dict[st
     mop = MixtureOfPerturbations(MoPConfig(**cfg))
     try:
         tensors = load_file(str(path))
-        mop.load_state_dict({k: tensors[k] for k in TENSORS}, strict=True)
+        state = {k: tensors[k] for k in TENSORS}
+        for k in COMPACT:
+            if state[k].dtype not in (torch.float16, torch.float32):
+                raise RuntimeError(f"{k} is {state[k].dtype}, expected float16 or float32")
+            state[k] = state[k].float()
+        mop.load_state_dict(state, strict=True)
     except (SafetensorError, KeyError, RuntimeError) as e:
         raise ModelFileError(f"{path}: tensors do not match the header ({e})") from e
     return mop.eval(), doc
@@ -109,9 +133,12 @@ def summary(path: str | os.PathLike) -> str:
     enc = doc["encoder"]
     g = mop.global_delta.abs().amax().item()
     k = mop.group_delta.abs().amax().item() if c.groups else 0.0
+    release = doc.get("release")
     lines = [
         f"model       {path}",
-        f"format      {doc['format']} v{doc['format_version']}",
+        f"release     {release['name']} v{release['version']}" if release else "release     -",
+        f"format      {doc['format']} v{doc['format_version']}, "
+        f"perturbations {doc.get('storage', 'float32')}",
         f"encoder     {enc.get('kind')}:{enc.get('name')}",
         f"            weights sha256 {enc.get('weights_sha256')}",
         f"targets     {', '.join(c.targets)}",
@@ -125,3 +152,14 @@ def summary(path: str | os.PathLike) -> str:
     for key, value in doc.get("recipe", {}).items():
         lines.append(f"{'recipe.' + key:<11} {json.dumps(value)}")
     return "\n".join(lines)
+
+
+def compact_copy(
+    src: str | os.PathLike, dest: str | os.PathLike, release: dict[str, str] | None = None
+) -> Path:
+    """Write the compact (float16-perturbation) form of the model file ``src`` to ``dest``,
+    with the same header (plus ``release``)."""
+    mop, doc = load_model(src)
+    return save_model(
+        mop, dest, doc["encoder"], doc.get("recipe"), storage="float16", release=release
+    )

@@ -156,7 +156,8 @@ class ProtectModule(L.LightningModule):
     """The protector of a trained model file, for ``Trainer.predict``.
 
     Args:
-        model: a ``.safetensors`` model file from ``fastprotect fit``.
+        model: a ``.safetensors`` model file from ``fastprotect fit``; ``None``: the model
+            shipped in the package.
         strength: adaptive strength map: ``auto`` (LPIPS if its weights are local, else
             JND), ``lpips``, ``jnd`` or ``off`` (full strength everywhere).
         s_min, s_max: the strength range.
@@ -167,7 +168,7 @@ class ProtectModule(L.LightningModule):
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         strength: Literal["auto", "lpips", "jnd", "off"] = "auto",
         s_min: float = 0.5,
         s_max: float = 1.0,
@@ -178,7 +179,8 @@ class ProtectModule(L.LightningModule):
             with fallback_notes() as notes:
                 self.protector, self.strength_name = load_protector(model, strength, s_min, s_max)
         except Exception as e:  # noqa: BLE001 - one line for the user
-            why = str(e) if str(model) in str(e) else f"{model}: {e}"
+            name = model or "default model"
+            why = str(e) if str(name) in str(e) else f"{name}: {e}"
             raise ProtectorLoadError(why) from e
         self.notes = notes
 

@@ -18,6 +18,7 @@ from .encoders import encoder_from_identity
 from .imageio import ImageReadError, load_image, save_image
 from .modelfile import load_model
 from .protector import Protector
+from .release import resolve_model
 from .strength import StrengthMapFallback, build_strength_map
 
 #: said whenever protected images are written as JPEG
@@ -39,7 +40,7 @@ def fallback_notes() -> Iterator[list[str]]:
 
 
 def load_protector(
-    model: str | Path,
+    model: str | Path | None = None,
     strength: str = "auto",
     s_min: float = 0.5,
     s_max: float = 1.0,
@@ -47,7 +48,7 @@ def load_protector(
     """Build the inference module from a model file.
 
     Args:
-        model: a ``.safetensors`` model file.
+        model: a ``.safetensors`` model file; ``None``: the shipped default model.
         strength: ``auto`` (LPIPS if its weights are local, else JND), ``lpips``, ``jnd`` or
             ``off`` (no adaptive strength).
         s_min, s_max: the strength range of ``S``.
@@ -55,7 +56,7 @@ def load_protector(
     Returns:
         The protector and the name of the strength map that runs (``off`` when none).
     """
-    mop, doc = load_model(model)
+    mop, doc = load_model(resolve_model(model))
     encoder = encoder_from_identity(doc["encoder"])
     if strength == "off":
         return Protector(encoder, mop, None, s_min, s_max), "off"

@@ -11,7 +11,8 @@ For each image (resized so the shorter side is ``size``, centre-cropped to ``siz
    computed against the clean image with the *evaluation* autoencoder (TAEF2 encoder and
    decoder by default; another encoder measures transfer).
 
-Method specs: ``mop:PATH`` (a model file; ``NAME=mop:PATH`` to name it, UAP models too),
+Method specs: ``mop:PATH`` (a model file, or ``mop`` alone for the shipped model;
+``NAME=mop:PATH`` to name it, UAP models too),
 ``pgd`` / ``pgd:STEPS`` (per-image PGD toward the target latent on the reference model's
 encoder), ``photoguard`` / ``photoguard:STEPS`` (toward a grey image's latent),
 ``uniform`` and ``sign`` (random noise at the budget).
@@ -99,10 +100,9 @@ def parse_methods(
         name, _, body = spec.rpartition("=")
         kind, _, arg = body.partition(":")
         if kind == "mop":
-            if not arg:
-                raise EvaluationError(f"{spec!r}: give the model file, mop:PATH")
-            protector, _ = load_protector(arg, strength, s_min, s_max)
-            mops.append((name or Path(arg).stem, protector))
+            # mop with no PATH: the shipped model
+            protector, _ = load_protector(arg or None, strength, s_min, s_max)
+            mops.append((name or (Path(arg).stem if arg else "shipped"), protector))
         elif kind in ("pgd", "photoguard", "uniform", "sign"):
             if kind in ("uniform", "sign") and arg:
                 raise EvaluationError(f"{spec!r}: noise methods take no argument")
@@ -112,11 +112,11 @@ def parse_methods(
             rest.append((name or (kind if not arg else f"{kind}{steps}"), kind, steps))
         else:
             raise EvaluationError(
-                f"unknown method {spec!r}; use mop:PATH, pgd[:STEPS], photoguard[:STEPS], "
+                f"unknown method {spec!r}; use mop[:PATH], pgd[:STEPS], photoguard[:STEPS], "
                 "uniform or sign"
             )
     if not mops:
-        raise EvaluationError("name at least one MoP model (mop:PATH): it routes the targets")
+        raise EvaluationError("name at least one MoP model (mop[:PATH]): it routes the targets")
     ref = mops[0][1]
     budget = ref.mop.config.eta if eta is None else eta
     methods = [Method("none", lambda x, y: x)]

@@ -1,0 +1,162 @@
+"""The shipped default model (issue 5): pinned bytes, no pickle, bounds, compact parity,
+and every command using it when no model is named."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastprotect import release
+from fastprotect.cli import main
+from fastprotect.modelfile import ModelFileError, compact_copy, load_model, read_header
+from fastprotect.weights import ChecksumError, sha256_file
+
+from .conftest import needs_data, needs_weights, tiny_args
+
+SHIPPED = release.ASSETS / release.FILE
+
+
+def test_shipped_file_has_the_pinned_sha256_and_is_compact():
+    assert SHIPPED.is_file(), "the shipped model is missing from fastprotect/assets"
+    assert sha256_file(SHIPPED) == release.SHA256
+    assert SHIPPED.stat().st_size <= 12 * 1000 * 1000
+    assert release.default_model() == SHIPPED
+
+
+def test_shipped_file_is_plain_safetensors_not_pickle():
+    raw = SHIPPED.read_bytes()
+    assert not raw.startswith(b"PK") and raw[:1] != b"\x80"  # neither a zip nor a pickle
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])  # plain JSON header, then raw tensor bytes
+    assert header["global_delta"]["dtype"] == "F16" and header["group_delta"]["dtype"] == "F16"
+    assert header["centroids"]["dtype"] == "F32"
+
+
+def test_shipped_model_is_versioned_and_within_its_budget():
+    mop, doc = load_model(SHIPPED)
+    assert doc["release"] == {"name": release.NAME, "version": release.VERSION}
+    assert doc["storage"] == "float16" and doc["encoder"]["name"] == "taef2"
+    c = mop.config
+    assert c.targets == ["low", "mid", "high"] and c.groups == 4
+    assert c.eta == pytest.approx(8 / 255)
+    assert mop.global_delta.dtype == torch.float32  # widened on load
+    assert mop.global_delta.abs().max() <= c.radius_global + 1e-6
+    assert mop.group_delta.abs().max() <= c.radius_group + 1e-6
+    assert mop.group_delta.abs().max() > 0.9 * c.radius_group  # trained, not zeros
+    # the validation images were held out of its training
+    assert set(doc["recipe"]["train_files"]).isdisjoint(doc["recipe"]["val_files"])
+
+
+def test_missing_or_altered_asset_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "ASSETS", tmp_path)
+    with pytest.raises(ModelFileError, match="missing from this installation"):
+        release.default_model()
+    (tmp_path / release.FILE).write_bytes(SHIPPED.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ChecksumError, match="reinstall"):
+        release.default_model()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
+    return tmp / "model.safetensors"
+
+
+@needs_data
+def test_compact_copy_changes_no_pixel_by_more_than_one_level(tiny_model, tmp_path):
+    from fastprotect.imageio import to_uint8
+    from fastprotect.protect import load_protector
+
+    small = compact_copy(tiny_model, tmp_path / "small.safetensors", {"name": "t", "version": "9"})
+    assert small.stat().st_size < 0.6 * tiny_model.stat().st_size
+    assert read_header(small)["release"]["version"] == "9"
+    full, _ = load_protector(tiny_model, "jnd")
+    compact, _ = load_protector(small, "jnd")
+    x = torch.rand(3, 3, 61, 87, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = full(x), compact(x)
+    assert (a - b).abs().max() <= 1 / 255
+    for i in range(3):
+        diff = np.abs(to_uint8(a[i]).astype(int) - to_uint8(b[i]).astype(int))
+        assert diff.max() <= 1
+
+
+def _image(path, h=48, w=64, seed=0):
+    rgb = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+@needs_weights
+def test_protect_and_info_use_the_shipped_model_by_default(tmp_path, capsys):
+    _image(tmp_path / "a.png")
+    assert main(["protect", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 0
+    diff = np.abs(
+        np.asarray(Image.open(tmp_path / "o" / "a.png")).astype(int)
+        - np.asarray(Image.open(tmp_path / "a.png")).astype(int)
+    )
+    assert 0 < diff.max() <= 8
+    capsys.readouterr()
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"release     {release.NAME} v{release.VERSION}" in out and "float16" in out
+
+
+@needs_weights
+def test_export_uses_the_shipped_model_by_default(tmp_path):
+    from fastprotect.export import load_exported
+    from fastprotect.protect import load_protector
+
+    assert main(["export", "--out", str(tmp_path / "m.pt"), "--strength", "jnd"]) == 0
+    graph = load_exported(tmp_path / "m.pt", "torchscript")
+    eager, _ = load_protector(None, "jnd")
+    x = torch.rand(1, 3, 40, 50, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (graph(x) - eager(x)).abs().max() <= 1 / 255
+
+
+@needs_weights
+def test_demo_protects_and_writes_a_report(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _image(src / "a.png", 48, 64, 0)
+    _image(src / "b.png", 40, 40, 1)
+    (src / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "demo"
+    assert main(["demo", str(src), "--out", str(out), "--strength", "jnd"]) == 1  # broken.png
+    err = capsys.readouterr().err
+    assert "broken.png" in err
+    assert sorted(p.name for p in (out / "protected").iterdir()) == ["a.png", "b.png"]
+    page = (out / "report.html").read_text()
+    assert "a.png" in page and "b.png" in page and "Not protected" in page
+    assert f"{release.NAME} v{release.VERSION}" in page
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = {r["image"]: r for r in metrics["images"]}
+    assert set(rows) == {"a.png", "b.png"} and len(metrics["failed"]) == 1
+    for r in rows.values():
+        assert 0 < r["max_change_levels"] <= 8 and r["psnr_db"] > 30
+        assert r["target"] in ("low", "mid", "high") and r["latent_pull"] > 0
+        assert r["disruption_db"] == pytest.approx(
+            r["recon_psnr_original_db"] - r["recon_psnr_protected_db"]
+        )
+    figures = list((out / "report_files").iterdir())
+    assert len(figures) == 10  # five per image
+    for f in figures:
+        assert f.name in page
+    # the report is never overwritten
+    assert main(["demo", str(src / "a.png"), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+@needs_weights
+def test_evaluate_takes_mop_without_a_path_as_the_shipped_model():
+    from fastprotect.eval.run import parse_methods
+
+    methods, ref = parse_methods(["mop", "sign"], "off", None, 1 / 255)
+    assert [m.name for m in methods] == ["none", "shipped", "sign"]
+    assert ref.mop.config.resolution == load_model(SHIPPED)[0].config.resolution
