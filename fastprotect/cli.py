@@ -320,25 +320,6 @@ def _predict(args: Sequence[str]) -> int:
     return 1 if int(cli.trainer.callback_metrics.get(FAILED_KEY, 0)) else 0
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fastprotect`` console script (tests call it in-process)."""
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in OWN_COMMANDS:
-        return _own(argv)
-    if argv and argv[0] == "predict":
-        return _predict(argv[1:])
-    try:
-        make_cli(args)
-    except USER_ERRORS as e:
-        print(f"fastprotect: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -372,3 +353,22 @@ def _demo(args: argparse.Namespace) -> int:
         psnr = sum(r.metrics["psnr_db"] for r in rows) / len(rows)
         print(f"mean PSNR {psnr:.2f} dB, mean disruption {mean:.2f} dB (TAEF2 reconstruction)")
     return 1 if failed else 0
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastprotect`` console script (tests call it in-process)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in OWN_COMMANDS:
+        return _own(argv)
+    if argv and argv[0] == "predict":
+        return _predict(argv[1:])
+    try:
+        make_cli(args)
+    except USER_ERRORS as e:
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

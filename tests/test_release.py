@@ -160,3 +160,22 @@ def test_evaluate_takes_mop_without_a_path_as_the_shipped_model():
     methods, ref = parse_methods(["mop", "sign"], "off", None, 1 / 255)
     assert [m.name for m in methods] == ["none", "shipped", "sign"]
     assert ref.mop.config.resolution == load_model(SHIPPED)[0].config.resolution
+
+
+@needs_weights
+def test_predict_config_uses_the_shipped_model_like_protect(tmp_path, capsys):
+    from .conftest import REPO
+
+    (tmp_path / "in").mkdir()
+    _image(tmp_path / "in" / "a.png")
+    common = [f"--data.inputs=[{tmp_path / 'in'}]", "--data.num_workers=0"]
+    args = ["--config", str(REPO / "configs" / "protect.yaml"), "--model.strength=jnd"]
+    args += [*common, f"--data.out_dir={tmp_path / 'pred'}", "--trainer.accelerator=cpu"]
+    assert (
+        main(["predict", *args, "--trainer.devices=1", "--trainer.enable_progress_bar=false"]) == 0
+    )
+    assert (
+        main(["protect", str(tmp_path / "in"), "--strength", "jnd", "--out", str(tmp_path / "p")])
+        == 0
+    )
+    assert (tmp_path / "pred" / "a.png").read_bytes() == (tmp_path / "p" / "a.png").read_bytes()
