@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fastprotect.cli import main
 
@@ -48,6 +49,7 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     assert doc["settings"]["decoder"] and doc["settings"]["dists"] is False
     assert doc["settings"]["strength_map"] == "JNDMap" and doc["settings"]["s_min"] == 0.5
     assert doc["settings"]["command"].startswith("fastprotect evaluate ")
+    assert doc["settings"]["torch_threads"] == torch.get_num_threads()
     for r in rows:
         method, transform = r["method"], r["transform"]
         assert r["dists"] is None  # unavailable, never 0
@@ -71,9 +73,12 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
         str(REPO / "tools" / "report.py"),
         str(tmp_path / "ev" / "results.json"),
     ]
-    subprocess.run([*report, "--out", str(page)], check=True, capture_output=True)
+    note = "Ran beside a training job."
+    subprocess.run([*report, "--out", str(page), "--note", note], check=True, capture_output=True)
     text = page.read_text()
     assert doc["settings"]["command"] in text and "## Issue targets against `pgd2`" in text
+    assert f"\n{note}\n" in text and f"(torch threads: {torch.get_num_threads()})" in text
+    assert f"--note '{note}'" in text  # the page names the report command that wrote it
     sign = next(
         e
         for e in doc["summary"]

@@ -289,6 +289,8 @@ def evaluate(
         "strength_map": type(reference.strength_map).__name__ if reference.strength_map else "off",
         "s_min": reference.s_min,
         "s_max": reference.s_max,
+        # seconds per image depend on the machine and on this (CPU) thread count
+        "torch_threads": torch.get_num_threads(),
     }
     return rows, settings
 
