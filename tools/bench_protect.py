@@ -1,6 +1,8 @@
 """Protection speed and memory: eager ``protect``, the TorchScript graph, and per-image PGD.
 
-    python tools/bench_protect.py --model runs/final/mop.safetensors [--device cpu]
+    python tools/bench_protect.py [--model runs/final/mop.safetensors] [--device cpu]
+
+(without ``--model``: the shipped model).
 
 For each image size (a photo resized to ``S x S``): median seconds per image over
 ``--repeats`` runs after one warm-up, a per-stage breakdown of the eager module, the
@@ -178,7 +180,7 @@ def run_worker(args: argparse.Namespace, mode: str, size: int, graph: Path | Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", required=True, help="model file (.safetensors)")
+    ap.add_argument("--model", help="model file (.safetensors; default: the shipped model)")
     ap.add_argument("--sizes", nargs="+", type=int, default=[512, 1024, 2048])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
@@ -190,6 +192,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--graph", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.model is None:
+        from fastprotect.release import default_model
+
+        args.model = str(default_model())
     if args.worker:
         print(json.dumps(worker(args)))
         return
