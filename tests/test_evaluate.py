@@ -130,3 +130,32 @@ def test_evaluate_on_an_encoder_the_model_was_not_trained_on(model, tmp_path, ca
             if r["method"] == "model":
                 assert r["latent_pull"] > 0 and math.isfinite(r["latent_pull"])
                 assert (r["disruption_db"] is None) is (not decoder)
+
+
+def _load_report():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report", REPO / "tools" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_pairs_ablation_steps_per_image():
+    """The chain's step changes are per-image differences: mean, standard error, count up."""
+    report = _load_report()
+    rows = [
+        {"image": i, "method": m, "transform": "clean", "disruption_db": d}
+        for i, (a, b) in enumerate([(1.0, 2.0), (2.0, 2.5), (3.0, 2.0)])
+        for m, d in (("1_uap", a), ("2_mop_random", b))
+    ]
+    # differences +1.0, +0.5, -1.0: mean 1/6, sample sd sqrt(13/12), s.e. sqrt(13/36)
+    assert report.paired(rows, "1_uap", "2_mop_random") == "+0.167 ± 0.601 dB (up on 2 of 3)"
+    assert report.paired(rows, "1_uap", "2_mop_random", "jpeg75") == "n/a"
+    summary = [
+        {"method": m, "transform": "clean", "domain": "all", "disruption_db": d}
+        for m, d in (("1_uap", 2.0), ("2_mop_random", 6.5 / 3))
+    ]
+    settings = {"images": 3, "split": "val", "size": 8, "transforms": ["clean"]}
+    page = report.render_ablation({"settings": settings, "summary": summary, "rows": rows}, "x")
+    assert "MoP without assignment (random group): +0.167 ± 0.601 dB (up on 2 of 3)" in page

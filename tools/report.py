@@ -174,6 +174,27 @@ FIXED = {
 }
 
 
+def paired(rows: list[dict], a: str, b: str, transform: str = "clean") -> str:
+    """Disruption of method ``b`` minus method ``a`` on the same images: mean ± standard
+    error of the per-image differences, and on how many images ``b`` is higher."""
+    da = {
+        r["image"]: r["disruption_db"]
+        for r in rows
+        if (r["method"], r["transform"]) == (a, transform)
+    }
+    diffs = [
+        r["disruption_db"] - da[r["image"]]
+        for r in rows
+        if (r["method"], r["transform"]) == (b, transform) and r["image"] in da
+    ]
+    if len(diffs) < 2 or any(d is None for d in diffs):
+        return "n/a"
+    mean = sum(diffs) / len(diffs)
+    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    up = sum(d > 0 for d in diffs)
+    return f"{mean:+.3f} ± {se:.3f} dB (up on {up} of {len(diffs)})"
+
+
 def render_ablation(doc: dict, source: str) -> str:
     """The ablation chain, the fixed-target variants and the JPEG-robust term."""
     s = doc["settings"]
@@ -227,15 +248,14 @@ def render_ablation(doc: dict, source: str) -> str:
                 f"{cell(m, 'jpeg75', 'disruption_db', '.2f')} | {kept(m)} |"
             )
     if len(chain) > 1:
-        steps = []
-        for a, b in zip(chain, chain[1:], strict=False):
-            da = idx[(a, "clean", "all")]["disruption_db"]
-            db = idx[(b, "clean", "all")]["disruption_db"]
-            word = "up" if db > da else "down"
-            steps.append(f"{PAPER_CHAIN[b][0]}: {word} {db - da:+.2f} dB")
+        steps = [
+            f"{PAPER_CHAIN[b][0]}: {paired(doc['rows'], a, b)}"
+            for a, b in zip(chain, chain[1:], strict=False)
+        ]
         out += [
             "",
-            "Each step's change in disruption (the paper's FID rises at every step): "
+            "Each step's change in disruption, paired per image (mean ± standard error, and "
+            "on how many images it went up; the paper's FID rises at every step): "
             + "; ".join(steps)
             + ".",
         ]
@@ -255,6 +275,14 @@ def render_ablation(doc: dict, source: str) -> str:
                 f"{cell(m, 'clean', 'disruption_db', '.2f')} | "
                 f"{cell(m, 'jpeg75', 'disruption_db', '.2f')} | {kept(m)} |"
             )
+        if "4_multilayer" in fixed:
+            others = [m for m in fixed if m != "4_multilayer"]
+            out += [
+                "",
+                "Disruption against the fixed `mid` target (`4_multilayer`), paired per image: "
+                + "; ".join(f"`{m}` {paired(doc['rows'], '4_multilayer', m)}" for m in others)
+                + ".",
+            ]
     if ("5_adaptive", "clean", "all") in idx and ("6_jpeg", "clean", "all") in idx:
         ts = [t for t in s["transforms"]]
         out += [
@@ -270,6 +298,12 @@ def render_ablation(doc: dict, source: str) -> str:
                 + " | ".join(cell(m, t, "disruption_db", ".2f") for t in ts)
                 + f" | {kept(m)} |"
             )
+        out += [
+            "",
+            "`6_jpeg` minus `5_adaptive`, paired per image: "
+            + "; ".join(f"{t} {paired(doc['rows'], '5_adaptive', '6_jpeg', t)}" for t in ts)
+            + ".",
+        ]
     return "\n".join(out) + "\n"
 
 
