@@ -6,8 +6,10 @@ import torch
 from PIL import Image
 
 from fastprotect.data import NoImagesError, fit_assignment, list_images, read_rgb, split_files
-from fastprotect.data.files import read_all, split_key
+from fastprotect.data.files import read_all, split_key, subject
 from fastprotect.mop import MixtureOfPerturbations, MoPConfig
+
+from .conftest import DATA, needs_data
 
 
 def _png(path: Path, size=(40, 30), color=(10, 200, 30)) -> Path:
@@ -41,6 +43,28 @@ def test_split_is_deterministic_and_independent_of_location(tmp_path):
     more_val = split_files(files + [tmp_path / "d" / "extra.png"], 0.2)[1]
     assert set(val) <= set(more_val)
     assert 0 <= split_key(files[0]) < 1
+
+
+def test_one_subjects_images_share_a_side_of_the_split(tmp_path):
+    d = tmp_path / "faces"
+    pairs = [(d / f"london_{i:03d}_03.jpg", d / f"london_{i:03d}_08.jpg") for i in range(100)]
+    for a, b in pairs:
+        assert subject(a) == subject(b) == f"faces/london_{a.stem.split('_')[1]}"
+        assert split_key(a) == split_key(b)
+    train, val = split_files([f for p in pairs for f in p], 0.2)
+    assert 20 < len(val) < 70 and len(val) % 2 == 0
+    # two-token names are subjects of their own
+    assert subject(d / "canada_003f.jpg") == "faces/canada_003f"
+    assert subject(d / "canada_003f.jpg") != subject(d / "canada_008f.jpg")
+
+
+@needs_data
+def test_the_shared_portraits_keep_each_person_on_one_side():
+    files = list_images([DATA / "faces", DATA / "cartoon"])
+    train, val = split_files(files, 0.2)
+    assert {subject(f) for f in train}.isdisjoint({subject(f) for f in val})
+    london_val = [f for f in val if f.name.startswith("london_")]
+    assert london_val and len(london_val) % 2 == 0  # neutral and smiling together
 
 
 def test_unreadable_files_are_skipped_with_one_warning(tmp_path):

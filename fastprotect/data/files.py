@@ -35,17 +35,30 @@ def list_images(dirs: Sequence[str | Path]) -> list[Path]:
     return sorted(found)
 
 
+def subject(path: Path) -> str:
+    """The subject a file shows, for keeping one subject's images on one side of a split:
+    ``<parent folder>/<stem without its last _token>`` when the stem has at least three
+    ``_``-separated tokens (``london_012_03`` and ``london_012_08``: one person;
+    ``pc_E14P01_y16x50`` and ``pc_E14P01_y537x49``: panels of one page), else
+    ``<parent folder>/<stem>`` (``canada_003f``: one image, one subject)."""
+    tokens = path.stem.split("_")
+    stem = "_".join(tokens[:-1]) if len(tokens) >= 3 else path.stem
+    return f"{path.parent.name}/{stem}"
+
+
 def split_key(path: Path) -> float:
-    """A number in [0, 1) from the file's name, stable across machines and folder moves."""
-    digest = hashlib.sha1(f"{path.parent.name}/{path.name}".encode()).hexdigest()
+    """A number in [0, 1) from the file's subject (:func:`subject`), stable across
+    machines and folder moves, and equal for every image of one subject."""
+    digest = hashlib.sha1(subject(path).encode()).hexdigest()
     return int(digest[:8], 16) / 2**32
 
 
 def split_files(files: Sequence[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
     """Deterministic train/val split: a file is in val when ``split_key < val_fraction``.
 
-    The key hashes ``<parent folder>/<file name>``, so the split does not depend on where
-    the data lives nor on which other files are present.
+    The key hashes the file's subject (``<parent folder>/<name less its index>``), so the
+    split does not depend on where the data lives nor on which other files are present,
+    and one person's portraits (one page's panels) stay on one side.
     """
     train = [f for f in files if split_key(f) >= val_fraction]
     val = [f for f in files if split_key(f) < val_fraction]
