@@ -8,6 +8,7 @@ regulariser) is a new subclass: the module does not change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class LossInputs:
         target_latent: ``E(y^t)`` for each sample's target.
         target_features: the same maps of ``E(y^t)``.
         encoder: the frozen encoder, for terms that need another pass.
+        eta: the model's L-inf budget (terms on the perturbation are measured in it).
     """
 
     x: Tensor
@@ -39,6 +41,7 @@ class LossInputs:
     target_latent: Tensor
     target_features: dict[str, Tensor]
     encoder: Encoder
+    eta: float = 8 / 255
 
 
 class LossTerm(nn.Module):
@@ -139,6 +142,71 @@ class JpegRobustLoss(LossTerm):
 
     def describe(self, encoder: Encoder) -> dict:
         return {**super().describe(encoder), "qualities": list(self.qualities)}
+
+
+class VisibilityLoss(LossTerm):
+    """Invisibility by construction: the energy of the perturbation where the eye sees best.
+
+    ``(chroma * mean(C(d)^2) + low_frequency * mean(G_sigma(d)^2)) / eta^2`` for
+    ``d = x_hat - x``, where ``C(d) = d - Y(d)`` is the colour part (each channel's
+    departure from the luma change ``Y(d) = 0.299 d_R + 0.587 d_G + 0.114 d_B``) and
+    ``G_sigma`` a Gaussian blur of ``sigma`` pixels: the low spatial frequencies. A
+    perturbation that pays little here is grey fine grain, which the eye overlooks where a
+    coloured, smooth pattern of the same PSNR shows (measured in docs/evaluation.md).
+    Dividing by ``eta^2`` makes the term about 1 for a full-budget grey plane.
+
+    Args:
+        weight: multiplier in the total loss.
+        chroma: weight of the colour energy.
+        low_frequency: weight of the low-frequency energy.
+        sigma: blur of the low-frequency part, in training (view) pixels.
+    """
+
+    name = "visibility"
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        chroma: float = 1.0,
+        low_frequency: float = 1.0,
+        sigma: float = 2.0,
+    ) -> None:
+        super().__init__(weight)
+        if chroma < 0 or low_frequency < 0 or sigma <= 0:
+            raise ValueError(
+                f"need chroma >= 0, low_frequency >= 0, sigma > 0; got {chroma}, "
+                f"{low_frequency}, {sigma}"
+            )
+        self.chroma, self.low_frequency, self.sigma = float(chroma), float(low_frequency), sigma
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        d = inputs.x_hat - inputs.x
+        luma = 0.299 * d[:, 0:1] + 0.587 * d[:, 1:2] + 0.114 * d[:, 2:3]
+        total = self.chroma * (d - luma).pow(2).mean()
+        total = total + self.low_frequency * gaussian_blur(d, self.sigma).pow(2).mean()
+        return total / inputs.eta**2
+
+    def describe(self, encoder: Encoder) -> dict:
+        return {
+            **super().describe(encoder),
+            "chroma": self.chroma,
+            "low_frequency": self.low_frequency,
+            "sigma": self.sigma,
+        }
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``BxCxHxW`` (kernel ``2 ceil(3 sigma) + 1``, reflected
+    borders; replicated where the image is smaller than the kernel)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    x = F.pad(x, [radius, radius, radius, radius], mode=mode)
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def default_losses() -> list[LossTerm]:

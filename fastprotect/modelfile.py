@@ -24,7 +24,9 @@ from .fileutil import atomic_output
 from .mop import MixtureOfPerturbations, MoPConfig
 
 FORMAT = "fastprotect-mop"
-FORMAT_VERSION = 1
+#: the newest format this code reads: v2 adds ``config.view`` (periodic canvases at the
+#: attacker's scale); models without a view are still written as v1
+FORMAT_VERSION = 2
 TENSORS = ("global_delta", "group_delta", "centroids", "target_entropy", "targets")
 #: tensors stored as float16 in the compact form (the centroids stay float32, so the
 #: nearest-centroid choice is exactly the full model's)
@@ -61,7 +63,7 @@ def save_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if mop.config.view else 1,
         "config": mop.config.to_dict(),
         "encoder": encoder,
         "reduction": REDUCTION,

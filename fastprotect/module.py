@@ -16,7 +16,9 @@ from .fileutil import next_free
 from .losses import LossInputs, LossTerm, default_losses
 from .modelfile import save_model
 from .mop import MixtureOfPerturbations, MoPConfig
+from .strength import JNDMap
 from .targets import make_targets
+from .views import AttackerViews
 
 
 class MoPModule(L.LightningModule):
@@ -35,6 +37,13 @@ class MoPModule(L.LightningModule):
         entropy_bins: bins of the latent-entropy histogram.
         entropy_range: its value range (default: the encoder's ``latent_range``).
         latent_grid: the k-means reduction pools latents to ``grid x grid``.
+        view: the attacker's working size (shorter side, px) the perturbations are defined
+            at, as periodic canvases of period ``resolution`` view pixels; 0: legacy models
+            whose perturbations are stretched to each image.
+        views: the expectation over the attacker's view used in training (a view model's
+            default: :class:`~fastprotect.views.AttackerViews` with its defaults).
+        strength_s_min: train through the inference strength map: each crop's perturbation
+            is scaled by the weights-free JND map with this ``s_min`` (``None``: full strength).
         model_file: where ``fit`` writes the model (default
             ``<trainer.default_root_dir>/model.safetensors``); never overwrites: an existing
             file gets a numbered sibling.
@@ -54,10 +63,19 @@ class MoPModule(L.LightningModule):
         entropy_bins: int = 64,
         entropy_range: tuple[float, float] | None = None,
         latent_grid: int = 4,
+        view: int = 0,
+        views: AttackerViews | None = None,
+        strength_s_min: float | None = None,
         model_file: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "losses"])
+        self.save_hyperparameters(ignore=["encoder", "losses", "views"])
+        if view < 0:
+            raise ValueError(f"view must be >= 0 (0: no view), got {view}")
+        if views is not None and not view:
+            raise ValueError("views (the attacker's-view augmentation) need a view size > 0")
+        if strength_s_min is not None and not 0 <= strength_s_min <= 1:
+            raise ValueError(f"strength_s_min must be in [0, 1], got {strength_s_min}")
         if routing not in ("entropy", "all"):
             raise ValueError(f"routing must be 'entropy' or 'all', got {routing!r}")
         if resolution % encoder.downsample:
@@ -73,6 +91,7 @@ class MoPModule(L.LightningModule):
             entropy_range=tuple(entropy_range or encoder.latent_range),
             latent_grid=latent_grid,
             latent_channels=encoder.latent_channels,
+            view=view,
         )
         self.mop = MixtureOfPerturbations(config)
         with torch.no_grad():
@@ -83,6 +102,9 @@ class MoPModule(L.LightningModule):
         self.layers = tuple(
             dict.fromkeys(n for term in self.loss_terms for n in term.layers(encoder))
         )
+        self.views = (views or AttackerViews()) if view else None
+        self.strength_map = JNDMap() if strength_s_min is not None else None
+        self.strength_s_min = strength_s_min
         self.lr = lr
         self.routing = routing
         self.model_file = model_file
@@ -116,29 +138,53 @@ class MoPModule(L.LightningModule):
         self.prepare_targets()
 
     # -- the loss ----------------------------------------------------------------------
-    def _loss_inputs(self, x: Tensor, x_hat: Tensor, target: Tensor) -> LossInputs:
+    def _loss_inputs(
+        self, x: Tensor, x_hat: Tensor, target: Tensor, target_images: Tensor | None = None
+    ) -> LossInputs:
+        """``target_images``: each sample's own target image (a view of the target canvas);
+        default: the cached full targets."""
         self.prepare_targets()
-        z_y, f_y = self._target_cache
+        if target_images is None:
+            z_y, f_y = self._target_cache
+            z_y, f_y = z_y[target], [f[target] for f in f_y]
+        else:
+            with torch.no_grad():
+                z_y, f_y = self.encoder.features(target_images, self.layers)
         latent, feats = self.encoder.features(x_hat, self.layers)
-        inputs = LossInputs(
+        return LossInputs(
             x=x,
             x_hat=x_hat,
             latent=latent,
             features=dict(zip(self.layers, feats, strict=True)),
-            target_latent=z_y[target],
-            target_features={n: f[target] for n, f in zip(self.layers, f_y, strict=True)},
+            target_latent=z_y,
+            target_features=dict(zip(self.layers, f_y, strict=True)),
             encoder=self.encoder,
+            eta=self.mop.config.eta,
         )
-        return inputs
 
     def _terms(self, inputs: LossInputs) -> dict[str, Tensor]:
         out = {term.name: term(inputs) for term in self.loss_terms}
         out["loss"] = sum(term.weight * out[term.name] for term in self.loss_terms)
         return out
 
-    def _losses(self, x: Tensor, x_hat: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """Every loss term and their weighted sum, by name."""
-        return self._terms(self._loss_inputs(x, x_hat, target))
+    def _strength(self, x: Tensor, delta: Tensor) -> Tensor:
+        """``delta`` scaled as the inference strength map would (JND, ``s_min``..1)."""
+        if self.strength_map is None:
+            return delta
+        with torch.no_grad():
+            m = self.strength_map(x, (x + delta).clamp(0, 1))
+        return delta * (1 - (1 - self.strength_s_min) * m)
+
+    def protect_views(self, x: Tensor, target: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
+        """Training samples as the attacker sees them: the protected crops and their
+        target images (a view model: a random attacker's view of each canvas; a legacy
+        model: the ``RxR`` perturbation added as it is, and the full target)."""
+        delta = self.mop.perturbation(target, group)
+        if self.views is None:
+            y = self.mop.targets[target].float() / 255
+        else:
+            delta, y = self.views(delta, self.mop.targets[target].float() / 255, x.shape[-1])
+        return (x + self._strength(x, delta)).clamp(0, 1), y
 
     @staticmethod
     def _routed(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -157,8 +203,8 @@ class MoPModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, target, group = self._expand(batch)
-        x_hat = self.mop.apply(x, target, group)
-        out = self._losses(x, x_hat, target)
+        x_hat, y = self.protect_views(x, target, group)
+        out = self._terms(self._loss_inputs(x, x_hat, target, y if self.views else None))
         self.log_dict({f"train/{k}": v for k, v in out.items()}, prog_bar=True, batch_size=len(x))
         return out["loss"]
 

@@ -4,6 +4,8 @@ For each of ``T`` targets: a global perturbation ``delta_g^t`` and ``K`` group
 perturbations ``delta_k^t`` (``3xRxR`` each), the assignment centroids ``A_t`` (``KxD``), and
 the target's latent entropy ``H(z_y^t)``. Each perturbation lives in the ``eta/2`` L-inf
 ball (the global one gets the whole ``eta`` when ``K == 0``, i.e. a universal perturbation).
+With ``view > 0`` the perturbations (and targets) are periodic canvases in the attacker's
+view pixels (:mod:`fastprotect.views`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .latents import latent_entropy, nearest, reduce_latent, resize_square, route
+from .views import canvas_to_image
 
 
 @dataclass
@@ -30,6 +33,10 @@ class MoPConfig:
     entropy_range: tuple[float, float] = (-4.0, 4.0)
     latent_grid: int = 4
     latent_channels: int = 4
+    #: the attacker's working size (shorter side, px) the perturbations are defined at:
+    #: periodic canvases of period ``resolution`` view pixels (fastprotect.views); 0: the
+    #: legacy mapping, each perturbation stretched to the image
+    view: int = 0
 
     @property
     def radius_global(self) -> float:
@@ -121,8 +128,11 @@ class MixtureOfPerturbations(nn.Module):
     def target_image(self, target: Tensor, size: tuple[int, int]) -> Tensor:
         """The target textures of ``target`` (``B`` indices) as ``Bx3xHxW`` floats in
         ``[0, 1]``, resized (bilinear) to ``size``: what the per-image baselines pull toward
-        and the evaluation measures against."""
+        and the evaluation measures against; a view model's targets are mapped like its
+        perturbations."""
         y = self.targets[target].float() / 255
+        if self.config.view:
+            return canvas_to_image(y, size[0], size[1], self.config.view)
         return F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
 
     def assignment_input(self, x: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .encoders import Encoder
 from .mop import MixtureOfPerturbations
+from .views import canvas_to_image
 
 
 class Protector(nn.Module):
@@ -66,8 +67,13 @@ class Protector(nn.Module):
         return self.choose_from_latent(self.encode(x))
 
     def resized_perturbation(self, target: Tensor, group: Tensor, x: Tensor) -> Tensor:
-        """``delta_g + delta_k`` resized (bilinear) to the size of ``x``."""
+        """``delta_g + delta_k`` mapped onto the image: a view model's periodic canvas tiled
+        over the image's view frame and resized isotropically
+        (:func:`~fastprotect.views.canvas_to_image`); a legacy model's perturbation
+        stretched (bilinear) to the size of ``x``."""
         delta = self.mop.perturbation(target, group)
+        if self.mop.config.view:
+            return canvas_to_image(delta, x.shape[-2], x.shape[-1], self.mop.config.view)
         return F.interpolate(delta, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def scale(self, x: Tensor, delta: Tensor) -> Tensor:

@@ -156,9 +156,8 @@ def test_custom_loss_term_needs_no_module_change():
     )
     m.prepare_targets()
     x = torch.rand(2, 3, 32, 32)
-    out = m._losses(
-        x, m.mop.apply(x, torch.tensor([0, 1]), torch.tensor([0, 0])), torch.tensor([0, 1])
-    )
+    t = torch.tensor([0, 1])
+    out = m._terms(m._loss_inputs(x, m.mop.apply(x, t, torch.tensor([0, 0])), t))
     assert set(out) == {"latent", "multilayer", "pixel", "loss"}
     assert torch.isclose(out["loss"], out["latent"] + 0.5 * out["multilayer"] + 2.0 * out["pixel"])
     assert m.layers == ("mid",)

@@ -56,7 +56,7 @@ class ImagePanel(L.Callback):
             row += [self._small(0.5 + d / (2 * eta)) for d in mop.group_delta[t]]
             rows.append(row)
         x, target, group = pl_module._expand(batch)
-        x_hat = mop.apply(x, target, group)
+        x_hat = pl_module.protect_views(x, target, group)[0]
         row = []
         for i in range(min(self.max_samples, len(x))):
             row += [self._small(x[i]), self._small(x_hat[i])]

@@ -1,0 +1,224 @@
+"""The attacker's view: periodic canvases mapped isotropically, training views, view models
+end to end (protect, bound, export, model file)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastprotect.encoders import TINY_CONFIG, DiffusersVAEEncoder
+from fastprotect.export import export_protector, load_exported
+from fastprotect.losses import LatentLoss, VisibilityLoss
+from fastprotect.modelfile import load_model, read_header, save_model
+from fastprotect.module import MoPModule
+from fastprotect.mop import MixtureOfPerturbations, MoPConfig
+from fastprotect.protector import Protector
+from fastprotect.strength import JNDMap
+from fastprotect.views import (
+    AttackerViews,
+    attacker_resize,
+    canvas_to_image,
+    tile_canvas,
+    view_frame,
+)
+
+R = 16
+
+
+def _canvas(seed: int = 0, smooth: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if not smooth:
+        return torch.rand(1, 3, R, R, generator=g) * 2 - 1
+    t = torch.arange(R) * 2 * torch.pi / R
+    wave = torch.sin(t)[:, None] * torch.cos(t)[None, :]
+    return wave.expand(1, 3, R, R).clone()
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "expected"),
+    [(64, 96, (32, 48)), (96, 64, (48, 32)), (50, 50, (32, 32)), (7, 300, (32, 1372))],
+)
+def test_view_frame_puts_the_shorter_side_at_the_view_and_covers_the_image(h, w, expected):
+    assert view_frame(h, w, 32) == expected
+
+
+def test_tiling_is_periodic_and_starts_at_the_phase():
+    c = _canvas()
+    out = tile_canvas(c, 40, 37, top=5, left=3)
+    i, j = torch.meshgrid(torch.arange(40), torch.arange(37), indexing="ij")
+    assert torch.equal(out, c[:, :, (i + 5) % R, (j + 3) % R])
+
+
+def test_image_at_the_view_size_carries_the_canvas_one_to_one():
+    c = _canvas()
+    out = canvas_to_image(c, 32, 48, view=32)
+    assert torch.allclose(out, tile_canvas(c, 32, 48), atol=1e-6)
+
+
+def test_a_larger_image_carries_the_pattern_scaled_alike_on_both_axes():
+    # 2x the view on the short side, a 3:2 aspect: the pattern's period is 2R in both
+    # directions (a stretch to the image would give different periods)
+    out = canvas_to_image(_canvas(smooth=True), 64, 96, view=32)
+    inner = out[..., 4:-36, 4:-36]
+    assert torch.allclose(inner, out[..., 4 + 2 * R : -36 + 2 * R, 4:-36], atol=1e-5)
+    assert torch.allclose(inner, out[..., 4:-36, 4 + 2 * R : -36 + 2 * R], atol=1e-5)
+    assert not torch.allclose(inner, out[..., 4 + R : -36 + R, 4:-36], atol=1e-2)
+
+
+def test_the_attacker_at_the_view_sees_the_canvas():
+    # protect a 3x larger, non-square image; the attacker's resize to the view gives back
+    # the canvas (smooth, so the two bilinear resizes cost little)
+    c = _canvas(smooth=True) * 0.1
+    x = torch.full((1, 3, 96, 144), 0.5)
+    seen = attacker_resize(x + canvas_to_image(c, 96, 144, view=32), 32) - 0.5
+    assert seen.shape[-2:] == (32, 48)
+    assert (seen - tile_canvas(c, 32, 48)).abs().max() < 0.1 * 0.08
+
+
+def _view_mop(view: int = 32, groups: int = 2) -> MixtureOfPerturbations:
+    mop = MixtureOfPerturbations(
+        MoPConfig(groups=groups, resolution=R, assignment_resolution=16, view=view)
+    )
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        mop.global_delta.copy_(torch.randint(0, 2, mop.global_delta.shape, generator=g) * 2 - 1.0)
+        mop.group_delta.copy_(torch.randint(0, 2, mop.group_delta.shape, generator=g) * 2 - 1.0)
+        mop.project_()
+        mop.centroids.normal_(generator=g)
+        mop.target_entropy.uniform_(0, 4, generator=g)
+        mop.targets.random_(0, 256, generator=g)
+    return mop
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return DiffusersVAEEncoder(config=TINY_CONFIG)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 300), (33, 17), (64, 96)])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_view_model_keeps_the_bound_after_8bit_rounding(encoder, size, adaptive):
+    p = Protector(encoder, _view_mop(), JNDMap() if adaptive else None)
+    g = torch.Generator().manual_seed(0)
+    x8 = torch.randint(0, 256, (1, 3, *size), generator=g)
+    with torch.no_grad():
+        out = p(x8.float() / 255)
+    assert out.shape == x8.shape
+    assert ((out * 255).round().long() - x8).abs().max() <= 8
+
+
+def test_view_model_target_image_is_mapped_like_the_perturbation():
+    mop = _view_mop()
+    t = torch.tensor([1])
+    y = mop.target_image(t, (64, 96))
+    assert torch.allclose(y, canvas_to_image(mop.targets[t].float() / 255, 64, 96, 32))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_view_model_exports_equal_to_eager_at_every_size(encoder, tmp_path, suffix):
+    p = Protector(encoder, _view_mop(), JNDMap())
+    report = export_protector(p, tmp_path / f"g{suffix}", check_sizes=((40, 56), (33, 17), (1, 1)))
+    assert max(report.max_abs_diff.values()) <= 1 / 255
+    graph = load_exported(tmp_path / f"g{suffix}")
+    x = torch.rand(1, 3, 70, 45)
+    with torch.no_grad():
+        assert (graph(x) - p(x)).abs().max() <= 1 / 255
+
+
+def test_view_model_file_round_trips_as_format_2(tmp_path, encoder):
+    mop = _view_mop(view=48)
+    path = save_model(mop, tmp_path / "m.safetensors", {"kind": "test"})
+    doc = read_header(path)
+    assert doc["format_version"] == 2 and doc["config"]["view"] == 48
+    loaded, _ = load_model(path)
+    assert loaded.config.view == 48
+    x = torch.rand(1, 3, 50, 80)
+    with torch.no_grad():
+        a = Protector(encoder, mop, None)(x)
+        b = Protector(encoder, loaded, None)(x)
+    assert torch.equal(a, b)
+
+
+def test_legacy_model_files_stay_format_1_without_a_view(tmp_path):
+    mop = MixtureOfPerturbations(MoPConfig(groups=1, resolution=R))
+    path = save_model(mop, tmp_path / "m.safetensors", {"kind": "test"})
+    doc = read_header(path)
+    assert doc["format_version"] == 1
+    assert load_model(path)[0].config.view == 0
+
+
+def test_training_view_at_scale_one_is_the_canvas_crop_and_targets_move_with_it():
+    views = AttackerViews(scales=(1, 1), publish=(1, 1))
+    c, y = _canvas(0), _canvas(1)
+    d, t = views(c, y, crop=24, g=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    views.sample(g)
+    top, left = (int(v) for v in torch.randint(R, (2,), generator=g))
+    # crop 24 needs a 26-px frame; the crop is its centre (offset 1)
+    assert torch.allclose(d[0], tile_canvas(c, 26, 26, top, left)[0, :, 1:25, 1:25], atol=1e-6)
+    assert torch.allclose(t[0], tile_canvas(y, 26, 26, top, left)[0, :, 1:25, 1:25], atol=1e-6)
+
+
+def test_training_view_at_scale_two_doubles_the_period():
+    views = AttackerViews(scales=(2, 2), publish=(1, 1))
+    d, _ = views(_canvas(smooth=True), _canvas(smooth=True), crop=64)
+    assert d.shape == (1, 3, 64, 64)
+    assert torch.allclose(d[..., :, : 64 - 2 * R], d[..., :, 2 * R :], atol=1e-5)
+
+
+def test_training_views_are_differentiable_and_publishing_blurs_only_the_perturbation():
+    views = AttackerViews(scales=(0.75, 2.0), publish=(2.0, 3.0), filters=["bicubic"])
+    c = _canvas().requires_grad_(True)
+    d, y = views(c.expand(3, -1, -1, -1), _canvas(1).expand(3, -1, -1, -1), crop=32)
+    assert d.shape == y.shape == (3, 3, 32, 32)
+    d.sum().backward()
+    assert c.grad is not None and c.grad.abs().sum() > 0
+    assert y.min() >= -1 and y.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scales": (0, 1)}, "view scales"),
+        ({"publish": (2, 1)}, "publish"),
+        ({"filters": ["lanczos"]}, "filters"),
+    ],
+)
+def test_bad_view_settings_are_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AttackerViews(**kwargs)
+
+
+def test_view_module_trains_toward_the_target_views(encoder):
+    m = MoPModule(
+        encoder,
+        resolution=R,
+        groups=1,
+        view=32,
+        strength_s_min=0.5,
+        losses=[LatentLoss(), VisibilityLoss(0.1)],
+    )
+    m.prepare_targets()
+    x = torch.rand(2, 3, R, R)
+    target = torch.tensor([0, 2])
+    x_hat, y = m.protect_views(x, target, torch.tensor([0, 0]))
+    assert x_hat.shape == y.shape == x.shape
+    # the strength map only lowers the perturbation: at most eta everywhere
+    assert (x_hat - x).abs().max() <= m.mop.config.eta + 1e-6
+    out = m._terms(m._loss_inputs(x, x_hat, target, y))
+    out["loss"].backward()
+    assert m.mop.global_delta.grad.abs().sum() > 0
+    assert set(out) == {"latent", "visibility", "loss"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"view": -1}, "view"),
+        ({"views": AttackerViews()}, "view size"),
+        ({"strength_s_min": 2}, "s_min"),
+    ],
+)
+def test_bad_module_view_settings_are_clear_errors(encoder, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MoPModule(encoder, resolution=R, **kwargs)
