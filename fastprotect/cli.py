@@ -78,10 +78,26 @@ def _own(argv: Sequence[str]) -> int:
         action="append",
         required=True,
         help="mop[:PATH] (the shipped model without PATH; the first mop routes targets), "
-        "pgd[:STEPS], photoguard[:STEPS], uniform, sign; NAME=SPEC to name one; repeat it",
+        "pgd[:STEPS] (toward the target), pgdu[:STEPS] (untargeted), photoguard[:STEPS], "
+        "uniform, sign; NAME=SPEC to name one; repeat it",
     )
     p_ev.add_argument("--out", required=True, help="folder for results.json and results.csv")
-    p_ev.add_argument("--size", type=int, default=256, help="evaluation images are SIZE^2")
+    p_ev.add_argument(
+        "--size", type=int, default=256, help="crop mode: evaluation images are SIZE^2"
+    )
+    p_ev.add_argument(
+        "--view",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="view mode: protect each image at its own resolution (PGD at the view), score "
+        "it after the attacker's resize of the shorter side to N (antialiased bilinear); "
+        "repeat for several views",
+    )
+    p_ev.add_argument(
+        "--max-side", type=int, help="view mode: shrink images whose shorter side is larger"
+    )
     p_ev.add_argument("--split", choices=["val", "train", "all"], default="val")
     p_ev.add_argument("--val-fraction", type=float, default=0.2)
     p_ev.add_argument("--limit", type=int, help="first N images of the split")
@@ -250,6 +266,8 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             args.transforms or tuple(ROBUSTNESS),
             examples=args.examples,
             examples_dir=out / "examples",
+            views=args.view,
+            max_side=args.max_side,
         )
         settings["command"] = "fastprotect " + shlex.join(argv)
         written = write_results(out, rows, settings)

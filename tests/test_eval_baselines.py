@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastprotect.eval.baselines import pgd, photoguard, sign_noise, uniform_noise
+from fastprotect.eval.baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
 
 ETA = 8 / 255
 
@@ -64,3 +64,16 @@ def test_photoguard_pulls_toward_grey():
     with torch.no_grad():
         assert (enc(x_hat) - z_grey).pow(2).sum() < before
     assert (x_hat - x).abs().max().item() <= ETA + 1e-6
+
+
+def test_untargeted_pgd_moves_the_latent_away_within_the_budget():
+    enc, x = _encoder(), _x(5)
+    with torch.no_grad():
+        z = enc(x)
+        noise = (enc(sign_noise(x, ETA)) - z).pow(2).sum()
+    x_hat = pgd_untargeted(x, enc, ETA, steps=10)
+    with torch.no_grad():
+        moved = (enc(x_hat) - z).pow(2).sum()
+    assert moved > 2 * noise  # far beyond what random signs of the same size do
+    assert _eight_bit_bound(x, x_hat)
+    assert torch.equal(x_hat, pgd_untargeted(x, enc, ETA, steps=10))  # seeded start

@@ -4,6 +4,8 @@
   toward a target latent (PhotoGuard's encoder attack; with a texture's latent as the
   target it is Mist's textural loss). ``steps`` forward and backward passes per image.
 - :func:`photoguard`: the original encoder attack, toward the latent of a flat grey image.
+- :func:`pgd_untargeted`: PGD away from the image's own latent (no target): the most
+  disruption a per-image attack buys on this encoder.
 - :func:`uniform_noise`, :func:`sign_noise`: random perturbations at the same L-inf budget,
   the floor every method must clear.
 
@@ -57,6 +59,30 @@ def photoguard(
     with torch.no_grad():
         z_grey = encode(torch.full_like(x[:1], 0.5))
     return pgd(x, encode, z_grey, eta, steps, step_size)
+
+
+def pgd_untargeted(
+    x: Tensor,
+    encode: Callable[[Tensor], Tensor],
+    eta: float = 8 / 255,
+    steps: int = 50,
+    step_size: float = 1 / 255,
+    seed: int = 0,
+) -> Tensor:
+    """``argmax_{||delta||_inf <= eta} ||E(clamp(x + delta)) - E(x)||^2`` by sign steps,
+    from a seeded uniform start in the ball (at ``delta = 0`` the gradient vanishes)."""
+    with torch.no_grad():
+        z = encode(x)
+    g = torch.Generator().manual_seed(seed)
+    start = (torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1) * eta
+    delta = start.to(x.device).requires_grad_(True)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = (encode((x + delta).clamp(0, 1)) - z).pow(2).sum()
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                delta.add_(step_size * grad.sign()).clamp_(-eta, eta)
+    return (x + delta.detach()).clamp(0, 1)
 
 
 def uniform_noise(x: Tensor, eta: float = 8 / 255, seed: int = 0) -> Tensor:

@@ -1,7 +1,8 @@
 """Per-image metrics (every function returns one value per image, shape ``B``).
 
 - invisibility: :func:`psnr`, :func:`ssim` (kornia's implementations) of ``x_hat`` against
-  ``x``;
+  ``x``, and :func:`lowfreq_psnr`, the PSNR of both after a Gaussian blur (sigma 2 px): the
+  error the eye sees best (smooth, structured patterns) without the fine grain it overlooks;
 - :func:`latent_pull`: ``||E(x_hat) - z_y||^2 / ||E(x) - z_y||^2`` (lower is stronger; 1
   means the perturbation moved nothing toward the target);
 - :func:`disruption`: ``PSNR(D(E(x)), x) - PSNR(D(E(x_hat)), x)`` in dB (higher means what
@@ -25,6 +26,15 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     return torch.stack([kornia.metrics.psnr(a[None], b[None], 1.0) for a, b in pairs])
 
 
+def lowfreq_psnr(x: Tensor, y: Tensor, sigma: float = 2.0) -> Tensor:
+    """PSNR in dB of ``G_sigma * y`` against ``G_sigma * x`` (Gaussian blur, reflected
+    borders): it ranks a coloured, smooth pattern as more visible than fine grain of the
+    same PSNR, as the eye does (docs/evaluation.md)."""
+    from ..losses import gaussian_blur
+
+    return psnr(gaussian_blur(x, sigma), gaussian_blur(y, sigma))
+
+
 def ssim(x: Tensor, y: Tensor, window_size: int = 11) -> Tensor:
     """Mean SSIM of each image of ``y`` against ``x`` (Gaussian window, kornia)."""
     return kornia.metrics.ssim(x, y, window_size, max_val=1.0).flatten(1).mean(1)
@@ -38,8 +48,12 @@ def latent_pull(z_hat: Tensor, z: Tensor, z_target: Tensor) -> Tensor:
 
 @torch.no_grad()
 def reconstruction_psnr(x: Tensor, z: Tensor, decode: Callable[[Tensor], Tensor]) -> Tensor:
-    """``PSNR(D(z), x)`` per image: how much of the art the decoded latent ``z`` keeps."""
-    return psnr(x, decode(z).clamp(0, 1))
+    """``PSNR(D(z), x)`` per image: how much of the art the decoded latent ``z`` keeps.
+
+    Where ``x``'s sides are no multiple of the autoencoder's factor the decoded image is a
+    little larger; it is cropped to ``x``'s size."""
+    h, w = x.shape[-2:]
+    return psnr(x, decode(z)[..., :h, :w].clamp(0, 1))
 
 
 @torch.no_grad()

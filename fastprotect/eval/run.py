@@ -1,6 +1,15 @@
 """``fastprotect evaluate``: every method on the same images, same target, same budget.
 
-For each image (resized so the shorter side is ``size``, centre-cropped to ``size x size``):
+Two ways to look. *Crop mode* (default): each image is resized so the shorter side is
+``size`` and centre-cropped to ``size x size``; every method protects that square and is
+scored on it. *View mode* (``views``, ``--view N``): each method protects the image as it
+would be published, at its own resolution (per-image PGD at the attacker's view instead,
+as it would be used), invisibility is measured on that published image, and protection
+after the attacker's resize to each view (:func:`~fastprotect.views.attacker_resize`:
+shorter side ``N``, antialiased bilinear, as diffusers' LoRA and DreamBooth training
+scripts' ``Resize(N)``), each robustness transform applied to the published image first.
+
+In crop mode, for each image:
 
 1. each MoP model routes the clean image to one of its targets and its latent pull is
    measured toward that target; the *reference* model (the first ``mop:`` method) picks
@@ -14,8 +23,9 @@ For each image (resized so the shorter side is ``size``, centre-cropped to ``siz
 Method specs: ``mop:PATH`` (a model file, or ``mop`` alone for the shipped model;
 ``NAME=mop:PATH`` to name it, UAP models too),
 ``pgd`` / ``pgd:STEPS`` (per-image PGD toward the target latent on the reference model's
-encoder), ``photoguard`` / ``photoguard:STEPS`` (toward a grey image's latent),
-``uniform`` and ``sign`` (random noise at the budget).
+encoder), ``pgdu`` / ``pgdu:STEPS`` (untargeted: away from the image's own latent),
+``photoguard`` / ``photoguard:STEPS`` (toward a grey image's latent), ``uniform`` and
+``sign`` (random noise at the budget).
 """
 
 from __future__ import annotations
@@ -41,8 +51,9 @@ from ..fileutil import atomic_output
 from ..protect import load_protector
 from ..protector import Protector
 from ..strength import LPIPSMap, find_alexnet
-from .baselines import pgd, photoguard, sign_noise, uniform_noise
-from .metrics import latent_pull, psnr, reconstruction_psnr, ssim
+from ..views import attacker_resize
+from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
+from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
 from .transforms import ROBUSTNESS
 
 __all__ = [
@@ -55,7 +66,9 @@ __all__ = [
     "write_results",
 ]
 
-METRICS = ("psnr", "ssim", "lpips", "dists", "latent_pull", "disruption_db")
+METRICS = ("psnr", "ssim", "lf_psnr", "lpips", "dists", "latent_pull", "disruption_db")
+#: baselines that run per image at the attacker's view in view mode (the rest: native)
+AT_VIEW = ("pgd", "pgdu", "photoguard")
 
 
 class EvaluationError(ValueError):
@@ -69,6 +82,7 @@ class Method:
     name: str
     protect: Callable[[Tensor, Tensor], Tensor]  # (x, target image at x's size) -> x_hat
     router: Protector | None = None  # MoP models choose (and are measured on) their own target
+    at_view: bool = False  # view mode: protects the attacker's view, not the published image
 
 
 def centre_square(path: Path, size: int) -> Tensor:
@@ -103,17 +117,17 @@ def parse_methods(
             # mop with no PATH: the shipped model
             protector, _ = load_protector(arg or None, strength, s_min, s_max)
             mops.append((name or (Path(arg).stem if arg else "shipped"), protector))
-        elif kind in ("pgd", "photoguard", "uniform", "sign"):
+        elif kind in ("pgd", "pgdu", "photoguard", "uniform", "sign"):
             if kind in ("uniform", "sign") and arg:
                 raise EvaluationError(f"{spec!r}: noise methods take no argument")
             if arg and not (arg.isdigit() and int(arg) > 0):
                 raise EvaluationError(f"{spec!r}: the step count must be a positive integer")
-            steps = int(arg) if arg else 100
+            steps = int(arg) if arg else (50 if kind == "pgdu" else 100)
             rest.append((name or (kind if not arg else f"{kind}{steps}"), kind, steps))
         else:
             raise EvaluationError(
-                f"unknown method {spec!r}; use mop[:PATH], pgd[:STEPS], photoguard[:STEPS], "
-                "uniform or sign"
+                f"unknown method {spec!r}; use mop[:PATH], pgd[:STEPS], pgdu[:STEPS], "
+                "photoguard[:STEPS], uniform or sign"
             )
     if not mops:
         raise EvaluationError("name at least one MoP model (mop[:PATH]): it routes the targets")
@@ -122,7 +136,8 @@ def parse_methods(
     methods = [Method("none", lambda x, y: x)]
     methods += [Method(n, lambda x, y, p=p: p(x), router=p) for n, p in mops]
     for name, kind, steps in rest:
-        methods.append(Method(name, _baseline(kind, steps, ref.encoder, budget, pgd_step_size)))
+        run = _baseline(kind, steps, ref.encoder, budget, pgd_step_size)
+        methods.append(Method(name, run, at_view=kind in AT_VIEW))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise EvaluationError(f"method names must differ, got {names}; use NAME=spec")
@@ -137,6 +152,8 @@ def _baseline(
     def run(x: Tensor, y: Tensor) -> Tensor:
         if kind == "pgd":
             return pgd(x, encoder.latent, encoder.latent(y), eta, steps, step_size)
+        if kind == "pgdu":
+            return pgd_untargeted(x, encoder.latent, eta, steps, step_size)
         if kind == "photoguard":
             return photoguard(x, encoder.latent, eta, steps, step_size)
         if kind == "uniform":
@@ -205,13 +222,21 @@ def evaluate(
     progress: bool = True,
     examples: int = 0,
     examples_dir: Path | None = None,
+    views: Sequence[int] = (),
+    max_side: int | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every method on every image; returns the per-image rows and the settings.
+
+    With ``views`` (view mode, see the module docstring) ``size`` is not used; images are
+    taken at their own resolution, shrunk first (bicubic) only where ``max_side`` caps
+    their shorter side.
 
     With ``examples > 0``, the first ``examples`` images of each domain are also written
     to ``examples_dir/<domain>/<image>/`` as PNG: ``original``, ``original_recon``
     (``D(E(x))``), and per method ``<method>`` and ``<method>_recon`` (no transform).
     """
+    if any(v < 8 for v in views):
+        raise EvaluationError(f"views are shorter sides in pixels (at least 8), got {list(views)}")
     unknown = [t for t in transforms if t not in ROBUSTNESS]
     if unknown:
         raise EvaluationError(f"unknown transforms {unknown}; choose from {list(ROBUSTNESS)}")
@@ -224,18 +249,36 @@ def evaluate(
         raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
+
     enc, dec = evaluation_autoencoder(eval_encoder)
     lpips_fn = _lpips_metric()
     rows: list[dict] = []
     saved: dict[str, int] = {}
     for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
+        domain = _domain(path, roots)
+        saved[domain] = saved.get(domain, 0) + 1
+        if views:
+            keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
+            x = read_rgb(path, max_side).float()[None] / 255
+            rows += _view_rows(
+                x,
+                str(path),
+                domain,
+                methods,
+                reference,
+                enc,
+                dec,
+                lpips_fn,
+                views,
+                transforms,
+                keep,
+            )
+            continue
         x = centre_square(path, size)
         z = enc.latent(x)
         rec_clean = reconstruction_psnr(x, z, dec) if dec else None
-        domain = _domain(path, roots)
         ref_name, ref_y = _target(reference, x)
         ref_z_y = enc.latent(ref_y)  # shared by every method without its own router
-        saved[domain] = saved.get(domain, 0) + 1
         keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
         if keep and dec:
             _save_png(x, keep / "original.png")
@@ -262,8 +305,10 @@ def evaluate(
                         "method": method.name,
                         "transform": tname,
                         "target": name,
+                        "view": None,
                         "psnr": float(psnr(x, x_t)),
                         "ssim": float(ssim(x, x_t)),
+                        "lf_psnr": float(lowfreq_psnr(x, x_t)),
                         "lpips": float(lpips_fn(x, x_t)) if lpips_fn else None,
                         "dists": None,
                         "latent_pull": float(latent_pull(z_t, z, z_y)),
@@ -278,7 +323,10 @@ def evaluate(
         "split": split,
         "val_fraction": val_fraction,
         "images": len(files),
-        "size": size,
+        "size": None if views else size,
+        "views": list(views),
+        "view_resize": "shorter side to the view, antialiased bilinear" if views else None,
+        "max_side": max_side,
         "eval_encoder": eval_encoder,
         "decoder": dec is not None,
         "lpips": lpips_fn is not None,
@@ -295,16 +343,108 @@ def evaluate(
     return rows, settings
 
 
+def _view_rows(
+    x: Tensor,
+    image: str,
+    domain: str,
+    methods: Sequence[Method],
+    reference: Protector,
+    enc: Encoder,
+    dec: Callable[[Tensor], Tensor] | None,
+    lpips_fn,
+    views: Sequence[int],
+    transforms: Sequence[str],
+    keep: Path | None,
+) -> list[dict]:
+    """View mode for one image ``1x3xHxW`` at its own resolution: one row per method,
+    transform and view."""
+    rows = []
+    clean = {}  # view -> (x at the view, its latent, PSNR of its reconstruction)
+    for v in views:
+        xv = attacker_resize(x, v)
+        zv = enc.latent(xv)
+        clean[v] = (xv, zv, reconstruction_psnr(xv, zv, dec) if dec else None)
+    if keep:
+        _save_png(x, keep / "original.png")
+    ref_name, ref_y = _target(reference, x)
+    ref_z = {v: enc.latent(attacker_resize(ref_y, v)) for v in views}
+    for method in methods:
+        if method.router is None:
+            name, y, z_y = ref_name, ref_y, ref_z
+        else:
+            name, y = _target(method.router, x)
+            z_y = {v: enc.latent(attacker_resize(y, v)) for v in views}
+        # what is published: the image at its own resolution, or (per-image PGD, as it
+        # would be used) the attacker's view of it, one per view
+        if method.at_view:
+            published = {}
+            for v in views:
+                t0 = time.perf_counter()
+                published[v] = (method.protect(clean[v][0], attacker_resize(y, v)), clean[v][0])
+                published[v] += (time.perf_counter() - t0,)
+        else:
+            t0 = time.perf_counter()
+            x_hat = method.protect(x, y)
+            seconds = time.perf_counter() - t0
+            published = {v: (x_hat, x, seconds) for v in views}
+        if keep:
+            first = published[views[0]][0]
+            _save_png(first, keep / f"{method.name}.png")
+            if dec:
+                seen = enc.latent(attacker_resize(first, views[0]))
+                _save_png(dec(seen), keep / f"{method.name}_recon_view{views[0]}.png")
+        for tname in transforms:
+            done = {}  # the published image's invisibility, per published image
+            for v in views:
+                x_hat, base, seconds = published[v]
+                if id(x_hat) not in done:
+                    x_t = ROBUSTNESS[tname](x_hat)
+                    done[id(x_hat)] = (
+                        x_t,
+                        {
+                            "psnr": float(psnr(base, x_t)),
+                            "ssim": float(ssim(base, x_t)),
+                            "lf_psnr": float(lowfreq_psnr(base, x_t)),
+                            "lpips": float(lpips_fn(base, x_t)) if lpips_fn else None,
+                        },
+                    )
+                x_t, seen = done[id(x_hat)]
+                xv, zv, rec_clean = clean[v]
+                z_t = enc.latent(attacker_resize(x_t, v))
+                rows.append(
+                    {
+                        "image": image,
+                        "domain": domain,
+                        "method": method.name,
+                        "transform": tname,
+                        "target": name,
+                        "view": v,
+                        **seen,
+                        "dists": None,
+                        "latent_pull": float(latent_pull(z_t, zv, z_y[v])),
+                        "disruption_db": float(rec_clean - reconstruction_psnr(xv, z_t, dec))
+                        if dec
+                        else None,
+                        "seconds": seconds,
+                        "published": "view" if method.at_view else "native",
+                    }
+                )
+    return rows
+
+
 def summarise(rows: Sequence[dict]) -> list[dict]:
-    """Mean and standard deviation of every metric per method, transform and domain (and
-    over all domains as ``all``); unavailable metrics stay ``None``."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+    """Mean and standard deviation of every metric per method, transform, view (``None`` in
+    crop mode) and domain (and over all domains as ``all``); unavailable metrics stay
+    ``None``."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
         for domain in (r["domain"], "all"):
-            groups.setdefault((r["method"], r["transform"], domain), []).append(r)
+            key = (r["method"], r["transform"], r.get("view"), domain)
+            groups.setdefault(key, []).append(r)
     out = []
-    for (method, transform, domain), rs in groups.items():
-        entry = {"method": method, "transform": transform, "domain": domain, "n": len(rs)}
+    for (method, transform, view, domain), rs in groups.items():
+        entry = {"method": method, "transform": transform, "view": view, "domain": domain}
+        entry["n"] = len(rs)
         for key in (*METRICS, "seconds"):
             values = [r[key] for r in rs if r[key] is not None and math.isfinite(r[key])]
             entry[key] = statistics.fmean(values) if values else None
@@ -338,14 +478,16 @@ def table(summary: Sequence[dict], transforms: Sequence[str] = ("clean", "jpeg75
         return "n/a" if v is None else format(v, spec)
 
     lines = [
-        "| method | transform | PSNR | SSIM | LPIPS | latent pull | disruption dB | s/image |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| method | transform | view | PSNR | SSIM | low-freq PSNR | LPIPS | latent pull "
+        "| disruption dB | s/image |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in summary:
         if e["domain"] == "all" and e["transform"] in transforms:
             lines.append(
-                f"| {e['method']} | {e['transform']} | {fmt(e['psnr'], '.2f')} | "
-                f"{fmt(e['ssim'])} | {fmt(e['lpips'])} | {fmt(e['latent_pull'])} | "
+                f"| {e['method']} | {e['transform']} | {e.get('view') or '-'} | "
+                f"{fmt(e['psnr'], '.2f')} | {fmt(e['ssim'])} | {fmt(e['lf_psnr'], '.2f')} | "
+                f"{fmt(e['lpips'])} | {fmt(e['latent_pull'])} | "
                 f"{fmt(e['disruption_db'], '.2f')} | {fmt(e['seconds'], '.2f')} |"
             )
     return "\n".join(lines)
