@@ -1,0 +1,77 @@
+"""tools/flat_crops.py: finds the flat region and cuts it from every method at 100 %."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import REPO
+
+spec = importlib.util.spec_from_file_location("flat_crops", REPO / "tools" / "flat_crops.py")
+flat_crops = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(flat_crops)
+
+
+def _save(arr: np.ndarray, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8)).save(path)
+
+
+def _original() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    original = rng.random((120, 200, 3)).astype(np.float32)
+    original[40:104, 120:184] = 0.6  # the flat patch (64 px)
+    return original
+
+
+def _examples(tmp_path):
+    original = _original()
+    folder = tmp_path / "ex" / "faces" / "portrait"
+    _save(original, folder / "original.png")
+    _save(original + 8 / 255, folder / "shipped.png")
+    small = np.asarray(Image.fromarray((original * 255).astype(np.uint8)).resize((100, 60)))
+    _save(small / 255, folder / "pgd.png")  # published at a smaller view
+    return tmp_path / "ex", original
+
+
+def test_the_flattest_window_is_found():
+    assert flat_crops.flattest_window(_original(), 64) == (40, 120)
+
+
+def test_sheet_has_a_column_per_method_and_crops_at_each_images_own_scale(tmp_path, capsys):
+    examples, _ = _examples(tmp_path)
+    out = tmp_path / "sheet.png"
+    assert flat_crops.main([str(examples), "--methods", "shipped", "pgd", "--crop", "64",
+                            "--amplify", "4", "--out", str(out)]) == 0  # fmt: skip
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape[1] == 3 * (64 + 4)  # original + 2 methods
+    assert sheet.shape[0] == 2 * (64 + flat_crops.LABEL_HEIGHT + 6)  # crops + differences
+    tile = sheet[flat_crops.LABEL_HEIGHT : flat_crops.LABEL_HEIGHT + 64, 68 : 68 + 64]
+    assert np.all(tile == 153 + 8)  # shipped: the flat patch (0.6) plus 8 levels, unresampled
+    assert "64x64 at (120, 40) of 200x120" in capsys.readouterr().out
+    # never overwrites
+    assert flat_crops.main([str(examples), "--methods", "shipped", "--out", str(out)]) == 2
+
+
+def test_a_missing_method_image_is_a_clear_error(tmp_path, capsys):
+    examples, _ = _examples(tmp_path)
+    code = flat_crops.main([str(examples), "--methods", "nope", "--out", str(tmp_path / "x.png")])
+    assert code == 2 and "nope.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("side", [121, 500])
+def test_a_crop_larger_than_the_image_is_a_clear_error(tmp_path, capsys, side):
+    examples, _ = _examples(tmp_path)
+    args = [
+        str(examples),
+        "--methods",
+        "shipped",
+        "--crop",
+        str(side),
+        "--out",
+        str(tmp_path / "x.png"),
+    ]
+    assert flat_crops.main(args) == 2 and "smaller than" in capsys.readouterr().err
