@@ -101,6 +101,7 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--split", choices=["val", "train", "all"], default="val")
     p_ev.add_argument("--val-fraction", type=float, default=0.2)
     p_ev.add_argument("--limit", type=int, help="first N images of the split")
+    p_ev.add_argument("--per-domain", type=int, metavar="N", help="first N images of each domain")
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
     p_ev.add_argument("--transforms", nargs="+", help="default: all robustness transforms")
     p_ev.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
@@ -268,6 +269,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             examples_dir=out / "examples",
             views=args.view,
             max_side=args.max_side,
+            per_domain=args.per_domain,
         )
         settings["command"] = "fastprotect " + shlex.join(argv)
         written = write_results(out, rows, settings)

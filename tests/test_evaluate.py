@@ -176,12 +176,13 @@ def test_view_mode_publishes_at_native_resolution_and_scores_each_view(view_mode
     assert main([
         "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}",
         "--method", "pgd:2", "--method", "pgdu:2", "--method", "sign", "--out", str(out),
-        "--split", "all", "--limit", "2", "--max-side", "96", "--view", "48", "--view", "64",
+        "--split", "all", "--per-domain", "2", "--max-side", "96", "--view", "48", "--view", "64",
         "--strength", "jnd", "--transforms", "clean", "jpeg75",
     ]) == 0  # fmt: skip
     doc = json.loads((out / "results.json").read_text())
     rows = doc["rows"]
     assert doc["settings"]["views"] == [48, 64] and doc["settings"]["size"] is None
+    assert doc["settings"]["per_domain"] == 2
     assert len(rows) == 2 * 5 * 2 * 2  # images x methods x transforms x views
     assert {r["view"] for r in rows} == {48, 64}
     published = {r["method"]: r["published"] for r in rows}

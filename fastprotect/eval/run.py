@@ -224,6 +224,7 @@ def evaluate(
     examples_dir: Path | None = None,
     views: Sequence[int] = (),
     max_side: int | None = None,
+    per_domain: int | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every method on every image; returns the per-image rows and the settings.
 
@@ -244,6 +245,11 @@ def evaluate(
     files = list_images(roots)
     train, val = split_files(files, val_fraction)
     files = {"val": val, "train": train, "all": files}[split]
+    if per_domain:
+        taken: dict[str, list[Path]] = {}
+        for f in files:
+            taken.setdefault(_domain(f, roots), []).append(f)
+        files = [f for group in taken.values() for f in group[:per_domain]]
     files = files[:limit] if limit else files
     if not files:
         raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
@@ -327,6 +333,7 @@ def evaluate(
         "views": list(views),
         "view_resize": "shorter side to the view, antialiased bilinear" if views else None,
         "max_side": max_side,
+        "per_domain": per_domain,
         "eval_encoder": eval_encoder,
         "decoder": dec is not None,
         "lpips": lpips_fn is not None,
