@@ -132,7 +132,7 @@ class MixtureOfPerturbations(nn.Module):
         perturbations."""
         y = self.targets[target].float() / 255
         if self.config.view:
-            return canvas_to_image(y, size[0], size[1], self.config.view)
+            return canvas_to_image(y, size[0], size[1], self.config.view).clamp(0, 1)
         return F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
 
     def assignment_input(self, x: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ A view model (``MoPConfig.view = V > 0``) defines each perturbation as a periodi
 of period ``R`` *in view pixels*: the attacker who works at ``V`` sees the canvas 1:1,
 whatever the image's own resolution or aspect ratio. :func:`canvas_to_image` lays the
 periodic canvas over the image's view-size frame (top-left aligned, cropped to the aspect
-ratio) and resizes it isotropically to the image, so nothing is stretched anisotropically
+ratio) and resizes it isotropically (bicubic) to the image, so nothing is stretched anisotropically
 and a 5x larger original carries a 5x larger pattern that the attacker's resize brings
 back to scale. An attacker at another working size ``V'`` sees the canvas scaled by
 ``V'/V``; :class:`AttackerViews` trains the perturbations over a range of such scales,
@@ -64,15 +64,17 @@ def canvas_to_image(canvas: Tensor, h, w, view: int) -> Tensor:
     """Map periodic canvases (period ``R`` view pixels) onto an ``h x w`` image.
 
     The canvas is tiled over the image's view frame (:func:`view_frame`) and resized
-    isotropically (bilinear, antialiased when shrinking) to ``h x w``. Works under tracing
-    and ``torch.export`` for every image size.
+    isotropically to ``h x w``, bicubic (antialiased when shrinking): it keeps more of a
+    fine-grained canvas through the attacker's downsampling than bilinear (for white noise
+    published at 2x and brought back by a bilinear resize, 0.37 of its energy against 0.25).
+    Works under tracing and ``torch.export`` for every image size.
 
     Shape:
         canvas: ``BxCxRxR``. Returns ``BxCxhxw``.
     """
     hv, wv = view_frame(h, w, view)
     frame = tile_canvas(canvas, hv, wv)
-    return F.interpolate(frame, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(frame, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
 
 
 def attacker_resize(x: Tensor, view: int, mode: str = "bilinear") -> Tensor:
@@ -98,8 +100,8 @@ class AttackerViews(nn.Module):
     """Training-time expectation over the attacker's view of a protected crop.
 
     For each sample: a random phase of the periodic canvas; a random *publish* factor
-    ``p`` (the published image has ``p`` native pixels per view pixel: protect upsamples
-    the canvas by ``p``, bilinear); a random attacker scale ``s`` (the attacker works at
+    ``p`` (the published image has ``p`` native pixels per view pixel: protect resizes
+    the canvas by ``p``, bicubic, as :func:`canvas_to_image` does); a random attacker scale ``s`` (the attacker works at
     ``s * V``: it sees the canvas scaled by ``s``) with a random resize filter. The same
     geometry (without the filters) is applied to the target canvas, so the target latent
     moves with the perturbation. All of it happens on a ``crop x crop`` view-space crop.
@@ -158,7 +160,7 @@ class AttackerViews(nn.Module):
         out = math.ceil(side * s)
         if filtered and p != 1.0:
             pub = min(self.max_side, max(8, round(side * p)))
-            frame = _resize(frame, (pub, pub), "bilinear")  # protect maps the canvas on
+            frame = _resize(frame, (pub, pub), "bicubic")  # protect maps the canvas on
             frame = _resize(frame, (out, out), mode)  # the attacker's resize
         else:
             frame = F.interpolate(frame, size=(out, out), mode="bilinear", align_corners=False)
