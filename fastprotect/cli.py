@@ -70,7 +70,7 @@ def _own(argv: Sequence[str]) -> int:
     p_ex.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p_ex.add_argument("--debug", action="store_true", help="show tracebacks")
     p_ev = sub.add_parser(
-        "evaluate", help="measure methods on the same images, target and budget (issue 4)"
+        "evaluate", help="measure methods on the same images, target and budget"
     )
     p_ev.add_argument("data", nargs="+", help="image folders (recursive) or files")
     p_ev.add_argument(

@@ -1,4 +1,4 @@
-"""``fastprotect protect``: file formats, metadata, and bad input (issue 3, first step)."""
+"""``fastprotect protect``: file formats, metadata, and bad input."""
 
 from __future__ import annotations
 

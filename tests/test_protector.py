@@ -1,4 +1,4 @@
-"""The inference module (issue 3's core): bound, shapes, strength maps."""
+"""The inference module: bound, shapes, strength maps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shipped default model (issue 5): pinned bytes, no pickle, bounds, compact parity,
+"""The shipped default model: pinned bytes, no pickle, bounds, compact parity,
 and every command using it when no model is named."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ TorchScript graph (on the CPU frozen and optimised for inference after loading, 
 measured steps, the median step time times 100, stated as such), file decoding and PNG
 encoding on their own line, and peak memory: each configuration runs in its own process,
 so its peak RSS (CPU) or peak allocated GPU memory is its own. Speed-ups are ratios within
-this one run. The last lines say which of the issue's targets (2-core CPU, TAEF2) are met.
+this one run. The last lines say which speed targets (2-core CPU, TAEF2) are met.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def main() -> None:
         f"\nmemory after loading the model, before protecting: "
         f"{rows[args.sizes[0]]['eager']['rss_loaded_mb']:.0f} MiB"
     )
-    print("\nTargets (issue 3: 2-core CPU, TAEF2):")
+    print("\nSpeed targets (2-core CPU, TAEF2):")
     checks = []
     if 512 in rows:
         checks.append(("512x512 eager <= 0.25 s", rows[512]["eager"]["seconds"], TARGETS["s512"]))
