@@ -20,6 +20,10 @@ from .data.files import NoImagesError
 from .modelfile import ModelFileError
 from .weights import ChecksumError, WeightsNotFoundError
 
+S_MIN_HELP = (
+    "lowest strength of the adaptive map, where the perturbation would show most "
+    "(default: the model's own, 0.5 for models that name none)"
+)
 OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate", "demo")
 # Errors that are the user's to fix: one line, no traceback.
 USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
@@ -55,7 +59,7 @@ def _own(argv: Sequence[str]) -> int:
         default="auto",
         help="adaptive strength map (off: full strength everywhere)",
     )
-    p_pr.add_argument("--s-min", type=float, default=0.5)
+    p_pr.add_argument("--s-min", type=float, help=S_MIN_HELP)
     p_pr.add_argument("--s-max", type=float, default=1.0)
     p_pr.add_argument("--debug", action="store_true", help="show tracebacks")
     p_ex = sub.add_parser("export", help="export a model as one inference graph (.pt/.ptl/.pt2)")
@@ -65,13 +69,11 @@ def _own(argv: Sequence[str]) -> int:
     p_ex.add_argument("--out", required=True, help="graph file: .pt, .ptl or .pt2")
     p_ex.add_argument("--format", choices=["torchscript", "lite", "pt2"], help="default: by suffix")
     p_ex.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
-    p_ex.add_argument("--s-min", type=float, default=0.5)
+    p_ex.add_argument("--s-min", type=float, help=S_MIN_HELP)
     p_ex.add_argument("--s-max", type=float, default=1.0)
     p_ex.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p_ex.add_argument("--debug", action="store_true", help="show tracebacks")
-    p_ev = sub.add_parser(
-        "evaluate", help="measure methods on the same images, target and budget"
-    )
+    p_ev = sub.add_parser("evaluate", help="measure methods on the same images, target and budget")
     p_ev.add_argument("data", nargs="+", help="image folders (recursive) or files")
     p_ev.add_argument(
         "--method",
@@ -105,7 +107,7 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
     p_ev.add_argument("--transforms", nargs="+", help="default: all robustness transforms")
     p_ev.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
-    p_ev.add_argument("--s-min", type=float, default=0.5, help="MoP strength range, as protect")
+    p_ev.add_argument("--s-min", type=float, help=S_MIN_HELP)
     p_ev.add_argument("--s-max", type=float, default=1.0)
     p_ev.add_argument("--eta", type=float, help="baselines' budget (default: the model's eta)")
     p_ev.add_argument("--pgd-step-size", type=float, default=1 / 255)
@@ -122,7 +124,7 @@ def _own(argv: Sequence[str]) -> int:
     p_d.add_argument("--out", help="demo folder (default: outputs/demo, or the next free -N)")
     p_d.add_argument("--model", help="model file (default: the shipped model)")
     p_d.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
-    p_d.add_argument("--s-min", type=float, default=0.5)
+    p_d.add_argument("--s-min", type=float, help=S_MIN_HELP)
     p_d.add_argument("--s-max", type=float, default=1.0)
     p_d.add_argument(
         "--analysis-side", type=int, default=512, help="longer side of the attacker's view"
@@ -359,7 +361,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"fastprotect: {len(samples)} sample photos in {out / 'samples'}", file=sys.stderr)
         inputs = [str(out / "samples")]
     path = resolve_model(args.model)
-    about = describe_model(read_header(path), path, strength, args.s_min, args.s_max)
+    about = describe_model(read_header(path), path, strength, protector.s_min, args.s_max)
     try:
         report, rows, failed = run_demo(inputs, out, protector, about, args.analysis_side)
     except FileExistsError as e:

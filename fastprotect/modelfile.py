@@ -32,6 +32,8 @@ TENSORS = ("global_delta", "group_delta", "centroids", "target_entropy", "target
 #: nearest-centroid choice is exactly the full model's)
 COMPACT = ("global_delta", "group_delta")
 STORAGES = ("float32", "float16")
+#: the lowest strength of the adaptive map for models that do not name their own
+DEFAULT_S_MIN = 0.5
 REDUCTION = "adaptive_avg_pool2d(z, latent_grid) then flatten: C * latent_grid**2 features"
 
 
@@ -46,6 +48,7 @@ def save_model(
     recipe: dict[str, Any] | None = None,
     storage: str = "float32",
     release: dict[str, str] | None = None,
+    inference: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``mop`` to ``path`` atomically (temp file + rename).
 
@@ -56,6 +59,8 @@ def save_model(
         recipe: how it was trained (loss terms, steps, data), free-form JSON.
         storage: ``float32``, or ``float16`` for the perturbations (half the size).
         release: ``{"name": ..., "version": ...}`` of a released model.
+        inference: the model's own inference defaults (``{"s_min": ...}``), used where a
+            command is not told otherwise.
     """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -72,6 +77,8 @@ def save_model(
     }
     if release:
         doc["release"] = dict(release)
+    if inference:
+        doc["inference"] = dict(inference)
     tensors = {name: getattr(mop, name).detach().cpu().contiguous().clone() for name in TENSORS}
     if storage == "float16":
         tensors.update({name: tensors[name].half() for name in COMPACT})
@@ -150,6 +157,11 @@ def summary(path: str | os.PathLike) -> str:
         f"resolution  R={c.resolution}, assignment at {c.assignment_resolution}",
         f"entropy     {c.entropy_bins} bins on {list(c.entropy_range)}",
         f"reduction   {doc['reduction']} (grid {c.latent_grid}, D={c.feature_dim})",
+        f"view        {c.view} px (periodic canvases at the attacker's scale)"
+        if c.view
+        else "view        - (perturbations stretched to each image)",
+        f"inference   s_min {doc.get('inference', {}).get('s_min', DEFAULT_S_MIN)}"
+        + ("" if "s_min" in doc.get("inference", {}) else " (the general default)"),
     ]
     for key, value in doc.get("recipe", {}).items():
         lines.append(f"{'recipe.' + key:<11} {json.dumps(value)}")
@@ -157,11 +169,20 @@ def summary(path: str | os.PathLike) -> str:
 
 
 def compact_copy(
-    src: str | os.PathLike, dest: str | os.PathLike, release: dict[str, str] | None = None
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    release: dict[str, str] | None = None,
+    inference: dict[str, Any] | None = None,
 ) -> Path:
     """Write the compact (float16-perturbation) form of the model file ``src`` to ``dest``,
-    with the same header (plus ``release``)."""
+    with the same header (plus ``release``; ``inference`` replaces the source's)."""
     mop, doc = load_model(src)
     return save_model(
-        mop, dest, doc["encoder"], doc.get("recipe"), storage="float16", release=release
+        mop,
+        dest,
+        doc["encoder"],
+        doc.get("recipe"),
+        storage="float16",
+        release=release,
+        inference=inference if inference is not None else doc.get("inference"),
     )

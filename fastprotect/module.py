@@ -265,5 +265,9 @@ class MoPModule(L.LightningModule):
     @rank_zero_only
     def _write_model(self) -> None:
         path = self.model_path()
-        self.written_model = save_model(self.mop, path, self.encoder.identity(), self.recipe())
+        # a model trained through the strength map protects with the same s_min by default
+        inference = {"s_min": self.strength_s_min} if self.strength_s_min is not None else None
+        self.written_model = save_model(
+            self.mop, path, self.encoder.identity(), self.recipe(), inference=inference
+        )
         rank_zero_info(f"fastprotect: wrote model {path}")

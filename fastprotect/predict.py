@@ -160,7 +160,7 @@ class ProtectModule(L.LightningModule):
             shipped in the package.
         strength: adaptive strength map: ``auto`` (LPIPS if its weights are local, else
             JND), ``lpips``, ``jnd`` or ``off`` (full strength everywhere).
-        s_min, s_max: the strength range.
+        s_min, s_max: the strength range (``s_min`` null: the model's own, else 0.5).
 
     Raises:
         ProtectorLoadError: the model file or the strength map could not be loaded.
@@ -170,7 +170,7 @@ class ProtectModule(L.LightningModule):
         self,
         model: str | None = None,
         strength: Literal["auto", "lpips", "jnd", "off"] = "auto",
-        s_min: float = 0.5,
+        s_min: float | None = None,
         s_max: float = 1.0,
     ) -> None:
         super().__init__()

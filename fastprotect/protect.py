@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .data.files import IMAGE_EXTENSIONS
 from .encoders import encoder_from_identity
 from .imageio import ImageReadError, load_image, save_image
-from .modelfile import load_model
+from .modelfile import DEFAULT_S_MIN, load_model
 from .protector import Protector
 from .release import resolve_model
 from .strength import StrengthMapFallback, build_strength_map
@@ -42,7 +42,7 @@ def fallback_notes() -> Iterator[list[str]]:
 def load_protector(
     model: str | Path | None = None,
     strength: str = "auto",
-    s_min: float = 0.5,
+    s_min: float | None = None,
     s_max: float = 1.0,
 ) -> tuple[Protector, str]:
     """Build the inference module from a model file.
@@ -51,13 +51,16 @@ def load_protector(
         model: a ``.safetensors`` model file; ``None``: the shipped default model.
         strength: ``auto`` (LPIPS if its weights are local, else JND), ``lpips``, ``jnd`` or
             ``off`` (no adaptive strength).
-        s_min, s_max: the strength range of ``S``.
+        s_min, s_max: the strength range of ``S``; ``s_min`` ``None``: the model's own
+            (``inference.s_min`` in its file), else 0.5.
 
     Returns:
         The protector and the name of the strength map that runs (``off`` when none).
     """
     mop, doc = load_model(resolve_model(model))
     encoder = encoder_from_identity(doc["encoder"])
+    if s_min is None:
+        s_min = float(doc.get("inference", {}).get("s_min", DEFAULT_S_MIN))
     if strength == "off":
         return Protector(encoder, mop, None, s_min, s_max), "off"
     module, name = build_strength_map(strength)

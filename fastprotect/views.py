@@ -101,8 +101,9 @@ class AttackerViews(nn.Module):
 
     For each sample: a random phase of the periodic canvas; a random *publish* factor
     ``p`` (the published image has ``p`` native pixels per view pixel: protect resizes
-    the canvas by ``p``, bicubic, as :func:`canvas_to_image` does); a random attacker scale ``s`` (the attacker works at
-    ``s * V``: it sees the canvas scaled by ``s``) with a random resize filter. The same
+    the canvas by ``p``, bicubic, as :func:`canvas_to_image` does); a random attacker
+    scale ``s`` (the attacker works at ``s * V``: it sees the canvas scaled by ``s``) with
+    a random resize filter. The same
     geometry (without the filters) is applied to the target canvas, so the target latent
     moves with the perturbation. All of it happens on a ``crop x crop`` view-space crop.
 

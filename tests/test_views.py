@@ -223,3 +223,23 @@ def test_view_module_trains_toward_the_target_views(encoder):
 def test_bad_module_view_settings_are_clear_errors(encoder, kwargs, match):
     with pytest.raises(ValueError, match=match):
         MoPModule(encoder, resolution=R, **kwargs)
+
+
+def test_a_models_own_s_min_is_the_default_and_an_explicit_one_wins(tmp_path):
+    from fastprotect.modelfile import compact_copy, summary
+    from fastprotect.protect import load_protector
+
+    mop = _view_mop()
+    ident = DiffusersVAEEncoder(config=TINY_CONFIG).identity()
+    own = save_model(mop, tmp_path / "own.safetensors", ident, inference={"s_min": 0.8})
+    plain = save_model(mop, tmp_path / "plain.safetensors", ident)
+    assert load_protector(own, "jnd")[0].s_min == 0.8
+    assert load_protector(own, "jnd", s_min=0.6)[0].s_min == 0.6
+    assert load_protector(plain, "jnd")[0].s_min == 0.5
+    assert "s_min 0.8" in summary(own) and "view        32 px" in summary(own)
+    assert "(the general default)" in summary(plain)
+    # the compact copy keeps it, or takes a new one
+    kept = compact_copy(own, tmp_path / "kept.safetensors")
+    assert read_header(kept)["inference"] == {"s_min": 0.8}
+    changed = compact_copy(own, tmp_path / "new.safetensors", inference={"s_min": 0.7})
+    assert load_protector(changed, "jnd")[0].s_min == 0.7

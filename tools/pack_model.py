@@ -6,7 +6,8 @@ compact form changes no protected pixel by more than 1/255.
         --data ../shared/data [--max-side 768] [--strength auto]
 
 Writes ``--out`` with ``fastprotect.modelfile.compact_copy`` (float16 perturbations, the
-same header plus ``release``; refuses to overwrite), then protects every image under
+same header plus ``release``, and ``--s-min`` as the model's own lowest strength;
+refuses to overwrite), then protects every image under
 ``--data`` (longer side shrunk to ``--max-side``) with the full-precision and the compact
 model and prints, as markdown: the two file sizes, the max float difference in units of
 1/255, the max 8-bit difference in levels and the share of pixels that differ; and the
@@ -36,6 +37,9 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", required=True, help="image files or folders")
     ap.add_argument("--max-side", type=int, default=768)
     ap.add_argument("--strength", default="auto", choices=["auto", "lpips", "jnd", "off"])
+    ap.add_argument(
+        "--s-min", type=float, help="the released model's own lowest strength (default: kept)"
+    )
     args = ap.parse_args()
 
     from fastprotect.data.files import list_images
@@ -47,7 +51,8 @@ def main() -> None:
     out = Path(args.out)
     if out.exists():
         sys.exit(f"{out} exists; remove it first (a released file is never replaced in place)")
-    compact_copy(args.model, out, {"name": args.name, "version": str(args.version)})
+    inference = {"s_min": args.s_min} if args.s_min is not None else None
+    compact_copy(args.model, out, {"name": args.name, "version": str(args.version)}, inference)
     full, strength = load_protector(args.model, args.strength)
     small, _ = load_protector(out, args.strength)
     files = list_images(args.data)

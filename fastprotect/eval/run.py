@@ -101,7 +101,7 @@ def parse_methods(
     strength: str,
     eta: float | None,
     pgd_step_size: float,
-    s_min: float = 0.5,
+    s_min: float | None = None,
     s_max: float = 1.0,
 ) -> tuple[list[Method], Protector]:
     """Build the methods; returns them (``none`` first) and the reference protector.
