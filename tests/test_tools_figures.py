@@ -1,4 +1,4 @@
-"""tools/flat_crops.py: finds the flat region and cuts it from every method at 100 %."""
+"""tools/flat_crops.py and tools/plot_curves.py: the figures the docs show."""
 
 from __future__ import annotations
 
@@ -75,3 +75,21 @@ def test_a_crop_larger_than_the_image_is_a_clear_error(tmp_path, capsys, side):
         str(tmp_path / "x.png"),
     ]
     assert flat_crops.main(args) == 2 and "smaller than" in capsys.readouterr().err
+
+
+def test_plot_curves_reads_a_csv_log_and_prints_first_and_last(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("plot_curves", REPO / "tools" / "plot_curves.py")
+    plot_curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_curves)
+    log = tmp_path / "metrics.csv"
+    rows = ["epoch,step,train/loss,val/latent_pull,val/psnr"]
+    rows += [f"0,{s},{1 - s / 100},," for s in range(0, 100, 10)]
+    rows += ["0,99,,0.7,35.0", "1,199,,0.6,34.5"]
+    log.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "curves.png"
+    assert plot_curves.main([str(log), "--out", str(out), "--smooth", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "train/loss: 1.0000 at step 0 -> 0.1000 at step 90" in text
+    assert "val/latent_pull: 0.7000 (step 99), 0.6000 (step 199)" in text
+    assert Image.open(out).size[0] > 0
+    assert plot_curves.main([str(log), "--out", str(out)]) == 2  # never overwrites
