@@ -278,7 +278,9 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except (EvaluationError, *USER_ERRORS) as e:
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2
-    print(table(summarise(rows)))
+    summary = summarise(rows)
+    domains = ["all", *sorted({e["domain"] for e in summary} - {"all"})] if args.view else ["all"]
+    print(table(summary, domains=domains))
     print(
         f"fastprotect: {settings['images']} images; results in {written[0]} and {written[1]}",
         file=sys.stderr,

@@ -478,23 +478,29 @@ def write_results(out_dir: Path, rows: list[dict], settings: dict) -> tuple[Path
     return js, cs
 
 
-def table(summary: Sequence[dict], transforms: Sequence[str] = ("clean", "jpeg75")) -> str:
-    """A markdown table over all domains for the given transforms."""
+def table(
+    summary: Sequence[dict],
+    transforms: Sequence[str] = ("clean", "jpeg75"),
+    domains: Sequence[str] = ("all",),
+) -> str:
+    """A markdown table of the given transforms and domains (``all``: over every domain)."""
 
     def fmt(v, spec=".3f"):
         return "n/a" if v is None else format(v, spec)
 
     lines = [
-        "| method | transform | view | PSNR | SSIM | low-freq PSNR | LPIPS | latent pull "
-        "| disruption dB | s/image |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | transform | view | domain | n | PSNR | SSIM | low-freq PSNR | LPIPS "
+        "| latent pull | disruption dB | s/image |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for e in summary:
-        if e["domain"] == "all" and e["transform"] in transforms:
-            lines.append(
-                f"| {e['method']} | {e['transform']} | {e.get('view') or '-'} | "
-                f"{fmt(e['psnr'], '.2f')} | {fmt(e['ssim'])} | {fmt(e['lf_psnr'], '.2f')} | "
-                f"{fmt(e['lpips'])} | {fmt(e['latent_pull'])} | "
-                f"{fmt(e['disruption_db'], '.2f')} | {fmt(e['seconds'], '.2f')} |"
-            )
+    for domain in domains:
+        for e in summary:
+            if e["domain"] == domain and e["transform"] in transforms:
+                lines.append(
+                    f"| {e['method']} | {e['transform']} | {e.get('view') or '-'} | "
+                    f"{domain} | {e['n']} | {fmt(e['psnr'], '.2f')} | {fmt(e['ssim'])} | "
+                    f"{fmt(e['lf_psnr'], '.2f')} | {fmt(e['lpips'])} | "
+                    f"{fmt(e['latent_pull'])} | {fmt(e['disruption_db'], '.2f')} | "
+                    f"{fmt(e['seconds'], '.2f')} |"
+                )
     return "\n".join(lines)
