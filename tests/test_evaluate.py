@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from fastprotect.cli import main
 
@@ -177,10 +178,16 @@ def test_view_mode_publishes_at_native_resolution_and_scores_each_view(view_mode
         "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}",
         "--method", "pgd:2", "--method", "pgdu:2", "--method", "sign", "--out", str(out),
         "--split", "all", "--per-domain", "2", "--max-side", "96", "--view", "48", "--view", "64",
-        "--strength", "jnd", "--transforms", "clean", "jpeg75",
+        "--strength", "jnd", "--transforms", "clean", "jpeg75", "--examples", "1",
     ]) == 0  # fmt: skip
     doc = json.loads((out / "results.json").read_text())
     rows = doc["rows"]
+    # the examples are the published images: native for MoP, the first view for PGD
+    example = next((out / "examples" / "objects").iterdir())
+    original = Image.open(example / "original.png").size
+    assert Image.open(example / "model.png").size == original
+    assert min(Image.open(example / "pgd2.png").size) == 48
+    assert (example / "model_recon_view48.png").is_file()
     assert doc["settings"]["views"] == [48, 64] and doc["settings"]["size"] is None
     assert doc["settings"]["per_domain"] == 2
     assert len(rows) == 2 * 5 * 2 * 2  # images x methods x transforms x views
