@@ -244,6 +244,8 @@ class MoPModule(L.LightningModule):
             "losses": [t.describe(self.encoder) for t in self.loss_terms],
             "lr": self.lr,
             "routing": self.routing,
+            "views": self.views.describe() if self.views is not None else None,
+            "strength_s_min": self.strength_s_min,
             "steps": int(self.global_step),
             "fit_seconds": round(time.perf_counter() - self._fit_started, 1)
             if self._fit_started

@@ -135,6 +135,15 @@ class AttackerViews(nn.Module):
         self.scales, self.publish = (s_lo, s_hi), (p_lo, p_hi)
         self.filters, self.max_side = tuple(filters), int(max_side)
 
+    def describe(self) -> dict:
+        """The settings, for the model file's recipe."""
+        return {
+            "scales": list(self.scales),
+            "publish": list(self.publish),
+            "filters": list(self.filters),
+            "max_side": self.max_side,
+        }
+
     def sample(self, g: torch.Generator | None = None) -> tuple[float, float, str]:
         """One draw of ``(s, p, filter)``."""
         s = _log_uniform(*self.scales, g)

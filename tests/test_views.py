@@ -210,6 +210,8 @@ def test_view_module_trains_toward_the_target_views(encoder):
     out["loss"].backward()
     assert m.mop.global_delta.grad.abs().sum() > 0
     assert set(out) == {"latent", "visibility", "loss"}
+    recipe = m.recipe()
+    assert recipe["views"]["scales"] == [0.75, 2.0] and recipe["strength_s_min"] == 0.5
 
 
 @pytest.mark.parametrize(
