@@ -6,7 +6,11 @@ coloured quadrants) repeated ``n x n`` times over the frame. It is rendered anal
 nothing to a third-party image. Default repetitions: ``low`` 1, ``mid`` 4, ``high`` 12 tiles
 per side (chosen by ``tools/target_routing.py``: on TAEF2 at 256 px they split the shared
 training images between the three targets; see docs/method.md). A target spec is one of
-``low``, ``mid``, ``high``, ``repeat:N`` or an image path.
+``low``, ``mid``, ``high``, ``repeat:N``, ``noise`` / ``noise:SEED`` or an image path.
+
+``noise`` is a texture without a repeating tile: per channel, white noise band-passed to
+16-43 cycles per frame (FFT, so it wraps around seamlessly: a periodic canvas of it has no
+seam) and thresholded at 0, a binary colour texture with features of 6-16 pixels at 256.
 """
 
 from __future__ import annotations
@@ -55,6 +59,24 @@ def procedural_target(repeats: int, size: int | tuple[int, int]) -> Tensor:
     return F.avg_pool2d(img, s)[0].clamp(0, 1).float()
 
 
+NOISE_BAND = (16.0, 256 / 6)  # cycles per frame
+
+
+def noise_target(size: int, seed: int = 0) -> Tensor:
+    """The ``noise`` target at ``size x size``, ``3xSxS`` float32 in ``{0, 1}``.
+
+    Deterministic for a size and seed (numpy's ``default_rng(seed)``)."""
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(size) * size  # cycles per frame
+    radius = np.hypot(k[:, None], k[None, :])
+    band = (radius > NOISE_BAND[0]) & (radius < NOISE_BAND[1])
+    chans = []
+    for _ in range(3):
+        spec = np.fft.fft2(rng.standard_normal((size, size))) * band
+        chans.append((np.real(np.fft.ifft2(spec)) > 0).astype(np.float32))
+    return torch.from_numpy(np.stack(chans))
+
+
 def load_target(path: str | Path, size: int) -> Tensor:
     """A user's target image: centre square crop, resized to ``size x size``, ``3xSxS``."""
     with Image.open(path) as im:
@@ -72,9 +94,12 @@ def make_target(spec: str, size: int) -> Tensor:
         return procedural_target(REPEATS[spec], size)
     if spec.startswith("repeat:"):
         return procedural_target(int(spec.split(":", 1)[1]), size)
+    if spec == "noise" or spec.startswith("noise:"):
+        return noise_target(size, int(spec.split(":", 1)[1]) if ":" in spec else 0)
     if not Path(spec).is_file():
         raise ValueError(
-            f"target {spec!r} is neither one of {list(REPEATS)}, 'repeat:N', nor an image file"
+            f"target {spec!r} is neither one of {list(REPEATS)}, 'repeat:N', 'noise[:SEED]', "
+            "nor an image file"
         )
     return load_target(spec, size)
 

@@ -23,6 +23,21 @@ def test_repetition_repeats_the_tile():
     assert not torch.allclose(procedural_target(1, 64), procedural_target(4, 64))
 
 
+def test_noise_target_is_binary_band_limited_and_has_no_short_period():
+    y = make_target("noise", 128)
+    assert y.shape == (3, 128, 128) and torch.equal(y, make_target("noise:0", 128))
+    assert not torch.equal(y, make_target("noise:1", 128))
+    assert set(y.unique().tolist()) == {0.0, 1.0} and 0.4 < y.mean() < 0.6
+    # the energy sits at 16-43 cycles per frame: almost none below 8 (but the mean)
+    power = torch.fft.fft2(y - y.mean(dim=(1, 2), keepdim=True)).abs().pow(2)
+    k = torch.fft.fftfreq(128) * 128
+    radius = torch.hypot(k[:, None], k[None, :])
+    assert power[:, radius < 8].sum() < 0.05 * power.sum()
+    # no tile: a shift by a fraction of the frame never reproduces it (a repeated tile would)
+    for period in (64, 32, 16, 8):
+        assert (y - y.roll(period, -1)).abs().mean() > 0.3
+
+
 def test_named_targets_and_files(tmp_path):
     t = make_targets(list(REPEATS), 32)
     assert t.shape == (3, 3, 32, 32)
