@@ -65,8 +65,8 @@ def canvas_to_image(canvas: Tensor, h, w, view: int) -> Tensor:
 
     The canvas is tiled over the image's view frame (:func:`view_frame`) and resized
     isotropically to ``h x w``, bicubic (antialiased when shrinking): it keeps more of a
-    fine-grained canvas through the attacker's downsampling than bilinear (for white noise
-    published at 2x and brought back by a bilinear resize, 0.37 of its energy against 0.25).
+    fine-grained canvas through the attacker's downsampling than bilinear
+    (docs/training.md).
     Works under tracing and ``torch.export`` for every image size.
 
     Shape:
