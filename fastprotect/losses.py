@@ -8,7 +8,6 @@ regulariser) is a new subclass: the module does not change.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import Encoder
+from .filters import gaussian_blur
 
 
 @dataclass
@@ -193,20 +193,6 @@ class VisibilityLoss(LossTerm):
             "low_frequency": self.low_frequency,
             "sigma": self.sigma,
         }
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of ``BxCxHxW`` (kernel ``2 ceil(3 sigma) + 1``, reflected
-    borders; replicated where the image is smaller than the kernel)."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
-    x = F.pad(x, [radius, radius, radius, radius], mode=mode)
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def default_losses() -> list[LossTerm]:

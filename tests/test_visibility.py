@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fastprotect.eval.metrics import lowfreq_psnr, psnr
-from fastprotect.losses import LossInputs, VisibilityLoss, gaussian_blur
+from fastprotect.filters import gaussian_blur
+from fastprotect.losses import LossInputs, VisibilityLoss
 
 ETA = 8 / 255
 

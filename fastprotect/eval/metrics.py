@@ -19,6 +19,8 @@ import kornia
 import torch
 from torch import Tensor
 
+from ..filters import gaussian_blur
+
 
 def psnr(x: Tensor, y: Tensor) -> Tensor:
     """PSNR in dB of each image of ``y`` against ``x`` (peak 1)."""
@@ -30,8 +32,6 @@ def lowfreq_psnr(x: Tensor, y: Tensor, sigma: float = 2.0) -> Tensor:
     """PSNR in dB of ``G_sigma * y`` against ``G_sigma * x`` (Gaussian blur, reflected
     borders): it ranks a coloured, smooth pattern as more visible than fine grain of the
     same PSNR, as the eye does (docs/evaluation.md)."""
-    from ..losses import gaussian_blur
-
     return psnr(gaussian_blur(x, sigma), gaussian_blur(y, sigma))
 
 
