@@ -175,14 +175,16 @@ class MoPModule(L.LightningModule):
             m = self.strength_map(x, (x + delta).clamp(0, 1))
         return delta * (1 - (1 - self.strength_s_min) * m)
 
-    def protect_views(self, x: Tensor, target: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
+    def protect_views(
+        self, x: Tensor, target: Tensor, group: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
         """Training samples as the attacker sees them: the protected crops and their
-        target images (a view model: a random attacker's view of each canvas; a legacy
-        model: the ``RxR`` perturbation added as it is, and the full target)."""
+        target images (a view model: a random attacker's view of each canvas and of its
+        target; a legacy model: the ``RxR`` perturbation added as it is, and ``None``, the
+        full targets whose latents are cached)."""
         delta = self.mop.perturbation(target, group)
-        if self.views is None:
-            y = self.mop.targets[target].float() / 255
-        else:
+        y = None
+        if self.views is not None:
             delta, y = self.views(delta, self.mop.targets[target].float() / 255, x.shape[-1])
         return (x + self._strength(x, delta)).clamp(0, 1), y
 
@@ -204,7 +206,7 @@ class MoPModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, target, group = self._expand(batch)
         x_hat, y = self.protect_views(x, target, group)
-        out = self._terms(self._loss_inputs(x, x_hat, target, y if self.views else None))
+        out = self._terms(self._loss_inputs(x, x_hat, target, y))
         self.log_dict({f"train/{k}": v for k, v in out.items()}, prog_bar=True, batch_size=len(x))
         return out["loss"]
 

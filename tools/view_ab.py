@@ -123,7 +123,7 @@ def main() -> None:
     for step in range(args.steps):
         x = _crops(train_images, 4, g)
         x_hat, y = m.protect_views(x, zeros, zeros)
-        out = m._terms(m._loss_inputs(x, x_hat, zeros, y if m.views else None))
+        out = m._terms(m._loss_inputs(x, x_hat, zeros, y))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
