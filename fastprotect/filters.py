@@ -8,6 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: Rec. 601 luma weights of R, G, B
+LUMA = (0.299, 0.587, 0.114)
+
+
+def luma(x: Tensor) -> Tensor:
+    """Luma ``0.299 R + 0.587 G + 0.114 B`` of ``Bx3xHxW``, ``Bx1xHxW``."""
+    r, g, b = LUMA
+    return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
+
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of ``BxCxHxW`` (kernel ``2 ceil(3 sigma) + 1``, reflected

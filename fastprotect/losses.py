@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import Encoder
-from .filters import gaussian_blur
+from .filters import gaussian_blur, luma
 
 
 @dataclass
@@ -181,8 +181,7 @@ class VisibilityLoss(LossTerm):
 
     def forward(self, inputs: LossInputs) -> Tensor:
         d = inputs.x_hat - inputs.x
-        luma = 0.299 * d[:, 0:1] + 0.587 * d[:, 1:2] + 0.114 * d[:, 2:3]
-        total = self.chroma * (d - luma).pow(2).mean()
+        total = self.chroma * (d - luma(d)).pow(2).mean()
         total = total + self.low_frequency * gaussian_blur(d, self.sigma).pow(2).mean()
         return total / inputs.eta**2
 

@@ -22,19 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .filters import luma as _luma
+
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 
 
 class StrengthMapFallback(UserWarning):
     """``auto`` fell back to the JND map because the LPIPS backbone weights are missing."""
-
-
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _luma(x: Tensor) -> Tensor:
-    r, g, b = _LUMA
-    return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
 
 
 def _box(x: Tensor, k: int) -> Tensor:

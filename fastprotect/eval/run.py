@@ -284,13 +284,13 @@ def evaluate(
         z = enc.latent(x)
         rec_clean = reconstruction_psnr(x, z, dec) if dec else None
         ref_name, ref_y = _target(reference, x)
-        ref_z_y = enc.latent(ref_y)  # shared by every method without its own router
+        ref_z_y = enc.latent(ref_y)  # shared by the reference and every method without a router
         keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
         if keep and dec:
             _save_png(x, keep / "original.png")
             _save_png(dec(z), keep / "original_recon.png")
         for method in methods:
-            if method.router is None:
+            if method.router is None or method.router is reference:
                 name, y, z_y = ref_name, ref_y, ref_z_y
             else:
                 name, y = _target(method.router, x)
@@ -376,7 +376,7 @@ def _view_rows(
     ref_name, ref_y = _target(reference, x)
     ref_z = {v: enc.latent(attacker_resize(ref_y, v)) for v in views}
     for method in methods:
-        if method.router is None:
+        if method.router is None or method.router is reference:
             name, y, z_y = ref_name, ref_y, ref_z
         else:
             name, y = _target(method.router, x)
