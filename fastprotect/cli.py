@@ -12,68 +12,142 @@ Without ``--model`` every command uses the model shipped in the package (:mod:`.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import warnings
 from collections.abc import Sequence
 
-from .data.files import NoImagesError
-from .modelfile import ModelFileError
-from .weights import ChecksumError, WeightsNotFoundError
+from . import __version__
+from .errors import USER_ERRORS, ChecksumError, ModelFileError
 
-S_MIN_HELP = (
-    "lowest strength of the adaptive map, where the perturbation would show most "
-    "(default: the model's own, 0.5 for models that name none)"
-)
+# One line per command, in the order ``fastprotect --help`` lists them. Nothing heavy is
+# imported before a command runs, so that ``--help`` answers at once.
+COMMANDS = {
+    "protect": "protect image files, folders (recursive) and globs",
+    "demo": "protect sample photos (or your images) and write an HTML report",
+    "info": "summarise a model file",
+    "export": "write a model as one inference graph (.pt, .ptl or .pt2)",
+    "evaluate": "measure protection methods on the same images, target and budget",
+    "targets": "write the target textures as PNG",
+    "samples": "write scikit-image's bundled sample photos to a folder",
+    "fit": "train a model (Lightning; e.g. --config configs/taef2.yaml)",
+    "validate": "validate a model on the validation split (Lightning)",
+    "test": "test a model (Lightning)",
+    "predict": "protect images as a Lightning predict job, on one or many GPUs",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
 OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate", "demo")
-# Errors that are the user's to fix: one line, no traceback.
-USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
+STRENGTHS = ["auto", "lpips", "jnd", "off"]
+STRENGTH_HELP = (
+    "adaptive strength map: auto (LPIPS when its weights are on this machine, else JND), "
+    "lpips, jnd, or off (full strength everywhere) (default: %(default)s)"
+)
+S_MIN_HELP = (
+    "lowest strength of the adaptive map, 0 to --s-max, used where the perturbation would "
+    "show most (default: the model's own, 0.5 for models that name none)"
+)
+S_MAX_HELP = (
+    "highest strength, above 0 and at most 1: the perturbation never exceeds s_max times "
+    "the model's budget eta (default: %(default)s)"
+)
+
+
+def usage() -> str:
+    """The top-level help: every command with one line."""
+    width = max(map(len, [*COMMANDS, "-h, --help"]))
+    lines = [
+        f"fastprotect {__version__}: protect images against mimicry by personalised "
+        "diffusion models",
+        "",
+        "usage: fastprotect COMMAND [options]   (fastprotect COMMAND --help for its options)",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {what}" for name, what in COMMANDS.items()),
+        "",
+        "options:",
+        f"  {'-h, --help':<{width}}  show this message",
+        f"  {'--version':<{width}}  print the version",
+        "",
+        "Start with: fastprotect demo   or   fastprotect protect my_drawings/ --out protected/",
+    ]
+    return "\n".join(lines)
+
+
+def _quality(text: str) -> int:
+    q = int(text)
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality must be 1 to 100, got {q}")
+    return q
+
+
+def _strength_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strength", choices=STRENGTHS, default="auto", help=STRENGTH_HELP)
+    p.add_argument("--s-min", type=float, help=S_MIN_HELP)
+    p.add_argument("--s-max", type=float, default=1.0, help=S_MAX_HELP)
 
 
 def _own(argv: Sequence[str]) -> int:
-    from .modelfile import summary
-    from .targets import REPEATS, save_targets
-
     parser = argparse.ArgumentParser(prog="fastprotect")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="summarise a model file")
+    p_info = sub.add_parser("info", help=COMMANDS["info"], description=COMMANDS["info"])
     p_info.add_argument("model", nargs="?", help="model file (default: the shipped model)")
-    p_tg = sub.add_parser("targets", help="write the target images as PNG")
+    p_tg = sub.add_parser("targets", help=COMMANDS["targets"], description=COMMANDS["targets"])
     p_tg.add_argument("--out", required=True, help="output folder")
-    p_tg.add_argument("--size", type=int, default=512)
-    p_tg.add_argument("specs", nargs="*", default=list(REPEATS), help="target specs")
-    p_s = sub.add_parser("samples", help="write scikit-image's bundled sample photos to a folder")
+    p_tg.add_argument("--size", type=int, default=512, help="side in pixels (default: %(default)s)")
+    p_tg.add_argument(
+        "specs", nargs="*", help="low, mid, high, repeat:N or noise[:SEED] (default: low mid high)"
+    )
+    p_s = sub.add_parser("samples", help=COMMANDS["samples"], description=COMMANDS["samples"])
     p_s.add_argument("--out", required=True, help="output folder")
-    p_pr = sub.add_parser("protect", help="protect image files, folders (recursive) and globs")
+    p_pr = sub.add_parser("protect", help=COMMANDS["protect"], description=COMMANDS["protect"])
     p_pr.add_argument("inputs", nargs="+", help="files, folders or glob patterns")
     p_pr.add_argument("--out", default="protected", help="output folder (default: ./protected)")
     p_pr.add_argument(
         "--model",
         help="model file (.safetensors) from `fastprotect fit` (default: the shipped one)",
     )
-    p_pr.add_argument("--format", choices=["png", "jpeg"], default="png")
-    p_pr.add_argument("--quality", type=int, default=95, help="JPEG quality")
-    p_pr.add_argument("--skip-existing", action="store_true", help="resume: keep existing outputs")
     p_pr.add_argument(
-        "--strength",
-        choices=["auto", "lpips", "jnd", "off"],
-        default="auto",
-        help="adaptive strength map (off: full strength everywhere)",
+        "--format",
+        choices=["png", "jpeg", "keep"],
+        default="png",
+        help="png (lossless, keeps the protection whole), jpeg (at --quality; re-encoding "
+        "weakens the protection), or keep: each input's own format, lossless where that "
+        "format allows, JPEG inputs as JPEG at --quality, GIF inputs as PNG "
+        "(default: %(default)s)",
     )
-    p_pr.add_argument("--s-min", type=float, help=S_MIN_HELP)
-    p_pr.add_argument("--s-max", type=float, default=1.0)
+    p_pr.add_argument(
+        "--keep-format",
+        dest="format",
+        action="store_const",
+        const="keep",
+        help="the same as --format keep",
+    )
+    p_pr.add_argument(
+        "--quality", type=_quality, default=95, help="JPEG quality, 1-100 (default: %(default)s)"
+    )
+    existing = p_pr.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="keep outputs that exist (resume a batch)"
+    )
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that exist (new settings)"
+    )
+    _strength_args(p_pr)
     p_pr.add_argument("--debug", action="store_true", help="show tracebacks")
-    p_ex = sub.add_parser("export", help="export a model as one inference graph (.pt/.ptl/.pt2)")
+    p_ex = sub.add_parser("export", help=COMMANDS["export"], description=COMMANDS["export"])
     p_ex.add_argument(
         "model", nargs="?", help="model file (.safetensors; default: the shipped model)"
     )
     p_ex.add_argument("--out", required=True, help="graph file: .pt, .ptl or .pt2")
-    p_ex.add_argument("--format", choices=["torchscript", "lite", "pt2"], help="default: by suffix")
-    p_ex.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
-    p_ex.add_argument("--s-min", type=float, help=S_MIN_HELP)
-    p_ex.add_argument("--s-max", type=float, default=1.0)
+    p_ex.add_argument(
+        "--format",
+        choices=["torchscript", "lite", "pt2"],
+        help="graph format (default: by the suffix of --out)",
+    )
+    _strength_args(p_ex)
     p_ex.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p_ex.add_argument("--debug", action="store_true", help="show tracebacks")
-    p_ev = sub.add_parser("evaluate", help="measure methods on the same images, target and budget")
+    p_ev = sub.add_parser("evaluate", help=COMMANDS["evaluate"], description=COMMANDS["evaluate"])
     p_ev.add_argument("data", nargs="+", help="image folders (recursive) or files")
     p_ev.add_argument(
         "--method",
@@ -106,26 +180,19 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--per-domain", type=int, metavar="N", help="first N images of each domain")
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
     p_ev.add_argument("--transforms", nargs="+", help="default: all robustness transforms")
-    p_ev.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
-    p_ev.add_argument("--s-min", type=float, help=S_MIN_HELP)
-    p_ev.add_argument("--s-max", type=float, default=1.0)
+    _strength_args(p_ev)
     p_ev.add_argument("--eta", type=float, help="baselines' budget (default: the model's eta)")
     p_ev.add_argument("--pgd-step-size", type=float, default=1 / 255)
     p_ev.add_argument(
         "--examples", type=int, default=0, help="save the first N images of each domain as PNG"
     )
-    p_d = sub.add_parser(
-        "demo",
-        help="protect sample photos (or your images) with the shipped model; write an HTML report",
-    )
+    p_d = sub.add_parser("demo", help=COMMANDS["demo"], description=COMMANDS["demo"])
     p_d.add_argument(
         "inputs", nargs="*", help="files, folders or globs (default: scikit-image's sample photos)"
     )
     p_d.add_argument("--out", help="demo folder (default: outputs/demo, or the next free -N)")
     p_d.add_argument("--model", help="model file (default: the shipped model)")
-    p_d.add_argument("--strength", choices=["auto", "lpips", "jnd", "off"], default="auto")
-    p_d.add_argument("--s-min", type=float, help=S_MIN_HELP)
-    p_d.add_argument("--s-max", type=float, default=1.0)
+    _strength_args(p_d)
     p_d.add_argument(
         "--analysis-side", type=int, default=512, help="longer side of the attacker's view"
     )
@@ -141,6 +208,7 @@ def _own(argv: Sequence[str]) -> int:
         return _export(args)
     if args.command == "info":
         try:
+            from .modelfile import summary
             from .release import resolve_model
 
             print(summary(resolve_model(args.model)))
@@ -154,8 +222,10 @@ def _own(argv: Sequence[str]) -> int:
         paths = write_samples(args.out)
         print(f"{len(paths)} sample photos in {args.out}")
         return 0
+    from .targets import REPEATS, save_targets
+
     try:
-        paths = save_targets(args.specs, args.size, args.out)
+        paths = save_targets(args.specs or list(REPEATS), args.size, args.out)
     except (FileExistsError, ValueError) as e:
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2
@@ -192,6 +262,19 @@ def _load_protector(args: argparse.Namespace):
     loaded."""
     from .protect import fallback_notes, load_protector
 
+    if not 0 < args.s_max <= 1:
+        print(
+            f"fastprotect: error: --s-max must be above 0 and at most 1, got {args.s_max}",
+            file=sys.stderr,
+        )
+        return None, ""
+    if args.s_min is not None and not 0 <= args.s_min <= args.s_max:
+        print(
+            f"fastprotect: error: --s-min must be between 0 and --s-max ({args.s_max}), "
+            f"got {args.s_min}",
+            file=sys.stderr,
+        )
+        return None, ""
     try:
         with fallback_notes() as notes:
             protector, strength = load_protector(args.model, args.strength, args.s_min, args.s_max)
@@ -291,18 +374,22 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _protect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .protect import plan, protect_files
+    from .protect import JPEG_WARNING, plan, protect_files
 
-    if args.format == "jpeg":
-        from .protect import JPEG_WARNING
-
-        print(f"fastprotect: warning: {JPEG_WARNING}", file=sys.stderr)
     protector, strength = _load_protector(args)
     if protector is None:
         return 2
     out = Path(args.out)
     jobs, problems = plan(args.inputs, out, args.format)
-    summary = protect_files(protector, jobs, args.format, args.quality, args.skip_existing)
+    if any(job.fmt == "jpeg" for job in jobs):
+        print(f"fastprotect: warning: {JPEG_WARNING}", file=sys.stderr)
+    summary = protect_files(
+        protector,
+        jobs,
+        quality=args.quality,
+        skip_existing=args.skip_existing,
+        overwrite=args.overwrite,
+    )
     summary.failed = problems + summary.failed
     for src, why in summary.failed:
         print(f"fastprotect: failed: {src}: {why}", file=sys.stderr)
@@ -371,7 +458,8 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     for src, why in failed:
         print(f"fastprotect: failed: {src}: {why}", file=sys.stderr)
-    print(f"{len(rows)} images protected into {out / 'protected'}; report: {report}")
+    noun = "image" if len(rows) == 1 else "images"
+    print(f"{len(rows)} {noun} protected into {out / 'protected'}; report: {report}")
     if rows:
         mean = sum(r.metrics.get("disruption_db", 0.0) for r in rows) / len(rows)
         psnr = sum(r.metrics["psnr_db"] for r in rows) / len(rows)
@@ -382,12 +470,34 @@ def _demo(args: argparse.Namespace) -> int:
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastprotect`` console script (tests call it in-process)."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in OWN_COMMANDS:
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    command = argv[0]
+    if command in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if command in ("-V", "--version", "version"):
+        print(f"fastprotect {__version__}")
+        return 0
+    if command in OWN_COMMANDS:
         return _own(argv)
-    if argv and argv[0] == "predict":
+    if command == "predict":
         return _predict(argv[1:])
+    if command not in LIGHTNING_COMMANDS:
+        option = command.startswith("-")
+        known = ["--help", "--version"] if option else list(COMMANDS)
+        near = difflib.get_close_matches(command, known, n=1, cutoff=0.6)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        what = "option" if option else "command"
+        print(
+            f"fastprotect: error: unknown {what} '{command}'{hint}\n"
+            f"commands: {', '.join(COMMANDS)} (fastprotect --help says what each does)",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        make_cli(args)
+        make_cli(args)  # None: LightningCLI reads sys.argv itself (no warning)
     except USER_ERRORS as e:
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2

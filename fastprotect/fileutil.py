@@ -35,6 +35,8 @@ def atomic_output(
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
+        # again: some writers (safetensors) replace the file and leave it private (0600)
+        os.chmod(tmp, 0o666 & ~umask)
         if overwrite:
             os.replace(tmp, dest)
         else:

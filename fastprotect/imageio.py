@@ -6,11 +6,16 @@ What each input becomes (the protected output is always 8 bits per channel):
 |---|---|---|
 | RGB, 8-bit | RGB | RGB PNG (or JPEG on request) |
 | RGBA / LA / palette with transparency | RGB | RGBA: the alpha channel copied untouched |
-| grayscale (L), 1-bit | RGB (the perturbation is colour) | RGB |
+| grayscale (L, LA), 1-bit | grey RGB (the perturbation keeps only its luma) | L (LA with alpha) |
 | palette (P) without transparency | RGB | RGB |
 | CMYK | converted to RGB | RGB; the CMYK ICC profile is dropped (it does not describe RGB) |
-| 16-bit (I;16, I) grayscale, 16-bit RGB(A) PNG | scaled to 8 bits, RGB | RGB |
+| 16-bit (I;16, I) grayscale | scaled to 8 bits, grey | 8-bit grayscale |
+| 16-bit RGB(A) PNG | scaled to 8 bits, RGB | RGB |
 | animated (several frames) | refused with a clear error | — |
+
+Output formats (``fmt``): ``png`` (default), ``jpeg`` (at a quality), and for
+``--format keep`` also ``webp`` (lossless), ``tiff`` (deflate-compressed) and ``bmp``;
+:func:`keep_format` says which one an input keeps.
 
 EXIF orientation is applied before protection (and the orientation tag dropped), so the
 output looks the same as the input in every viewer; the ICC profile and the remaining EXIF
@@ -36,6 +41,35 @@ class ImageReadError(ValueError):
     """An input file could not be used; the message names the file and the problem."""
 
 
+#: Pillow's name and the usual suffix of each output format
+FORMATS = {
+    "png": ("PNG", ".png"),
+    "jpeg": ("JPEG", ".jpg"),
+    "webp": ("WEBP", ".webp"),
+    "tiff": ("TIFF", ".tif"),
+    "bmp": ("BMP", ".bmp"),
+}
+#: modes whose images are grayscale: protected as grey and written as grayscale
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def keep_format(source: str | os.PathLike) -> tuple[str, str]:
+    """The output format and suffix that keep ``source``'s format: lossless formats stay
+    (PNG, lossless WebP, TIFF, BMP), JPEG stays JPEG (re-encoded at the chosen quality, which
+    costs some protection: docs/evaluation.md), and GIF becomes PNG (a 256-colour palette
+    would quantise the perturbation away). Other suffixes become PNG."""
+    suffix = Path(source).suffix
+    low = suffix.lower()
+    if low in (".jpg", ".jpeg"):
+        return "jpeg", suffix
+    for fmt in ("png", "webp", "bmp"):
+        if low == FORMATS[fmt][1]:
+            return fmt, suffix
+    if low in (".tif", ".tiff"):
+        return "tiff", suffix
+    return "png", ".png"
+
+
 @dataclass
 class LoadedImage:
     """A decoded input: RGB in [0, 1], the untouched alpha channel, and what to carry over."""
@@ -46,6 +80,11 @@ class LoadedImage:
     exif: bytes | None = None
     source_mode: str = "RGB"
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def grey(self) -> bool:
+        """The input was a grayscale image (written back as grayscale)."""
+        return self.source_mode in GREY_MODES
 
 
 def _to_8bit_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
@@ -126,31 +165,48 @@ def save_image(
     path: str | os.PathLike,
     fmt: str = "png",
     quality: int = 95,
+    overwrite: bool = False,
 ) -> Path:
     """Write the protected ``rgb`` with the input's alpha, ICC and EXIF, atomically.
 
-    The file appears complete or not at all (temp file in the same folder, then rename);
-    an existing ``path`` is never replaced.
+    The file appears complete or not at all (temp file in the same folder, then rename).
+    Grayscale inputs are written as grayscale (the channels' mean, which for the
+    :class:`~fastprotect.protector.Protector`'s grey output is each channel). Alpha is kept
+    in every format but JPEG.
+
+    Args:
+        fmt: a key of :data:`FORMATS`.
+        overwrite: replace an existing ``path``; ``False``: never replace it.
 
     Raises:
-        FileExistsError: ``path`` exists.
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
-    if path.exists():
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; one of {list(FORMATS)}")
+    if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; not overwriting")
     arr = to_uint8(rgb)
-    if image.alpha is not None and fmt == "png":
-        out = Image.fromarray(np.dstack([arr, image.alpha]), "RGBA")
+    if image.grey:
+        arr = np.round(arr.mean(axis=2)).astype(np.uint8)
+    alpha = image.alpha if fmt != "jpeg" else None
+    if alpha is not None:
+        out = Image.fromarray(np.dstack([arr, alpha]), "LA" if image.grey else "RGBA")
     else:
-        out = Image.fromarray(arr, "RGB")
+        out = Image.fromarray(arr, "L" if image.grey else "RGB")
     kwargs: dict = {}
-    if image.icc_profile:
-        kwargs["icc_profile"] = image.icc_profile
-    if image.exif:
-        kwargs["exif"] = image.exif
+    if fmt != "bmp":
+        if image.icc_profile:
+            kwargs["icc_profile"] = image.icc_profile
+        if image.exif:
+            kwargs["exif"] = image.exif
     if fmt == "jpeg":
         kwargs.update(quality=quality, subsampling=0)
-    # link, not replace: fails instead of replacing a file that appeared meanwhile
-    with atomic_output(path, overwrite=False) as tmp:
-        out.save(tmp, format="PNG" if fmt == "png" else "JPEG", **kwargs)
+    elif fmt == "webp":
+        kwargs.update(lossless=True, quality=100, exact=True)
+    elif fmt == "tiff":
+        kwargs.update(compression="tiff_deflate")
+    # without overwrite: link, not replace, so a file that appeared meanwhile is kept
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        out.save(tmp, format=FORMATS[fmt][0], **kwargs)
     return path

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import ModelFileError  # noqa: F401 (re-exported)
 from .fileutil import atomic_output
 from .mop import MixtureOfPerturbations, MoPConfig
 
@@ -35,10 +36,6 @@ STORAGES = ("float32", "float16")
 #: the lowest strength of the adaptive map for models that do not name their own
 DEFAULT_S_MIN = 0.5
 REDUCTION = "adaptive_avg_pool2d(z, latent_grid) then flatten: C * latent_grid**2 features"
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, corrupt, or not a fastprotect model."""
 
 
 def save_model(
@@ -164,8 +161,18 @@ def summary(path: str | os.PathLike) -> str:
         + ("" if "s_min" in doc.get("inference", {}) else " (the general default)"),
     ]
     for key, value in doc.get("recipe", {}).items():
-        lines.append(f"{'recipe.' + key:<11} {json.dumps(value)}")
+        lines.append(f"{'recipe.' + key:<11} {_short(value)}")
     return "\n".join(lines)
+
+
+def _short(value: Any, shown: int = 3) -> str:
+    """A recipe value on one readable line: long lists of names as a count and the first few
+    (the whole list stays in the file's header: ``read_header``)."""
+    names = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if names and len(value) > 2 * shown:
+        first = ", ".join(value[:shown])
+        return f"{len(value)} files ({first}, ... {value[-1]})"
+    return json.dumps(value)
 
 
 def compact_copy(

@@ -88,7 +88,7 @@ class ProtectDataset(Dataset):
         try:
             return ProtectItem(job, image=load_image(job.source))
         except (ImageReadError, OSError) as e:
-            return ProtectItem(job, error=str(e))
+            return ProtectItem(job, error=str(e).removeprefix(f"{job.source}: "))  # path once
 
 
 def collate_one(items: list[ProtectItem]) -> ProtectItem:

@@ -15,11 +15,15 @@ from tqdm import tqdm
 
 from .data.files import IMAGE_EXTENSIONS
 from .encoders import encoder_from_identity
-from .imageio import ImageReadError, load_image, save_image
+from .imageio import FORMATS, ImageReadError, keep_format, load_image, save_image
 from .modelfile import DEFAULT_S_MIN, load_model
 from .protector import Protector
 from .release import resolve_model
 from .strength import StrengthMapFallback, build_strength_map
+
+#: what a folder scan takes as an image (GIF too: a still GIF is protected, an animated one
+#: is refused with a clear message)
+PROTECT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 
 #: said whenever protected images are written as JPEG
 JPEG_WARNING = "lossy JPEG re-encoding weakens the protection; prefer PNG where you can"
@@ -71,6 +75,7 @@ def load_protector(
 class Job:
     source: Path
     dest: Path
+    fmt: str = "png"
 
 
 @dataclass
@@ -83,11 +88,52 @@ class Summary:
 
     def line(self) -> str:
         n = len(self.written)
+        # "1 protected, 0 skipped, 2 failed in 0.4 s": the counts need no plural
         ms = 1000 * self.model_seconds / n if n else 0.0
         return (
             f"{n} protected, {len(self.skipped)} skipped, {len(self.failed)} failed "
             f"in {self.seconds:.1f} s ({ms:.0f} ms per image in the model)"
         )
+
+
+def output_format(source: Path, fmt: str) -> tuple[str, str]:
+    """The format and suffix ``source`` is written in: ``png`` or ``jpeg`` for all, or with
+    ``keep`` its own (:func:`~fastprotect.imageio.keep_format`)."""
+    if fmt == "keep":
+        return keep_format(source)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; one of png, jpeg, keep")
+    return fmt, FORMATS[fmt][1]
+
+
+def _distinct(jobs: list[Job]) -> list[Job]:
+    """Give inputs that would share an output name distinct names, predictably.
+
+    ``x.jpg`` and ``x.png`` in one folder, written as PNG, would both be ``x.png``: the input
+    whose own suffix is the output's keeps the name, the others get their suffix in the
+    name (``x_jpg.png``); anything still shared gets ``-1``, ``-2``... in input order.
+    """
+    by_dest: dict[Path, list[Job]] = {}
+    for job in jobs:
+        by_dest.setdefault(job.dest, []).append(job)
+    taken = {d for d, group in by_dest.items() if len(group) == 1}
+    for dest, group in by_dest.items():
+        if len(group) == 1:
+            continue
+        keeper = next((j for j in group if j.source.suffix.lower() == dest.suffix.lower()), None)
+        for job in group:
+            if job is keeper:
+                name = dest
+            else:
+                tag = job.source.suffix.lstrip(".").lower() or "noext"
+                name = dest.with_name(f"{dest.stem}_{tag}{dest.suffix}")
+            base, n = name, 1
+            while name in taken:
+                name = base.with_name(f"{base.stem}-{n}{base.suffix}")
+                n += 1
+            taken.add(name)
+            job.dest = name
+    return jobs
 
 
 def plan(
@@ -96,26 +142,31 @@ def plan(
     """Map inputs (files, folders searched recursively, globs) to output files.
 
     Files found in a folder keep their path relative to it; loose files go to ``out_dir``
-    directly. Files inside ``out_dir`` are never taken as inputs.
+    directly. Files inside ``out_dir`` are never taken as inputs. ``fmt`` is ``png``,
+    ``jpeg`` or ``keep`` (each input's own format, :func:`output_format`). Inputs that
+    would share an output name get distinct ones (:func:`_distinct`); the same file named
+    twice is protected once.
     """
-    suffix = ".png" if fmt == "png" else ".jpg"
     out_abs = out_dir.resolve()
     jobs: list[Job] = []
     problems: list[tuple[Path, str]] = []
+    seen_sources: set[Path] = set()
 
     def under_out(p: Path) -> bool:
         return p.resolve() == out_abs or out_abs in p.resolve().parents
 
     def add(src: Path, rel: Path) -> None:
-        if under_out(src):
+        if under_out(src) or src.resolve() in seen_sources:
             return
-        jobs.append(Job(src, out_dir / rel.with_suffix(suffix)))
+        seen_sources.add(src.resolve())
+        out_fmt, suffix = output_format(src, fmt)
+        jobs.append(Job(src, out_dir / rel.with_suffix(suffix), out_fmt))
 
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS:
                     add(f, f.relative_to(p))
         elif p.is_file():
             add(p, Path(p.name))
@@ -126,16 +177,11 @@ def plan(
                 problems.append((p, "no such file, folder or matching glob"))
             for f in files:
                 add(f, Path(f.name))
-    seen: dict[Path, Path] = {}
     unique: list[Job] = []
-    for job in jobs:
-        if job.dest in seen:
-            problems.append((job.source, f"same output name as {seen[job.dest]}; skipped"))
-            continue
+    for job in _distinct(jobs):
         if job.dest.resolve() == job.source.resolve():
             problems.append((job.source, "output would overwrite the input; skipped"))
             continue
-        seen[job.dest] = job.source
         unique.append(job)
     return unique, problems
 
@@ -144,30 +190,42 @@ def plan(
 def protect_files(
     protector: Protector,
     jobs: Iterable[Job],
-    fmt: str = "png",
+    fmt: str | None = None,
     quality: int = 95,
     skip_existing: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Summary:
-    """Protect each job's source into its destination; one failure does not stop the batch."""
+    """Protect each job's source into its destination; one failure does not stop the batch.
+
+    Args:
+        fmt: output format for every job (``png`` or ``jpeg``); ``None``: each job's own.
+        skip_existing: keep outputs that exist (counted as skipped).
+        overwrite: replace outputs that exist; without it (and without ``skip_existing``)
+            an existing output is a failure that names both options.
+    """
+    if skip_existing and overwrite:
+        raise ValueError("skip_existing and overwrite exclude each other")
     jobs = list(jobs)
     summary = Summary()
     t0 = time.perf_counter()
     for job in tqdm(jobs, desc="protecting", unit="image", disable=not progress):
-        if job.dest.exists():
+        if job.dest.exists() and not overwrite:
             if skip_existing:
                 summary.skipped.append(job.source)
             else:
-                summary.failed.append((job.source, f"{job.dest} exists (use --skip-existing)"))
+                why = f"{job.dest} exists (--overwrite replaces it, --skip-existing keeps it)"
+                summary.failed.append((job.source, why))
             continue
         try:
             image = load_image(job.source)
             t = time.perf_counter()
             out = protector(image.rgb[None])[0]
             summary.model_seconds += time.perf_counter() - t
-            save_image(image, out, job.dest, fmt, quality)
+            save_image(image, out, job.dest, fmt or job.fmt, quality, overwrite=overwrite)
             summary.written.append(job.dest)
         except (ImageReadError, OSError) as e:
-            summary.failed.append((job.source, str(e)))
+            why, prefix = str(e), f"{job.source}: "  # the caller prints the path once
+            summary.failed.append((job.source, why.removeprefix(prefix)))
     summary.seconds = time.perf_counter() - t0
     return summary

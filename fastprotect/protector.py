@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import Encoder
+from .filters import luma
 from .mop import MixtureOfPerturbations
 from .views import canvas_to_image
 
@@ -91,10 +92,25 @@ class Protector(nn.Module):
         return delta.clamp_(-self.bound, self.bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Protect ``Bx3xHxW`` images in ``[0, 1]`` (any ``H, W >= 1``)."""
+        """Protect ``Bx3xHxW`` images in ``[0, 1]`` (any ``H, W >= 1``); grey images (all
+        three channels equal everywhere) stay grey (:func:`keep_grey`)."""
         target, group = self.choose(x)
         delta = self.scale(x, self.resized_perturbation(target, group, x))
-        return delta.add_(x).clamp_(0, 1)
+        return keep_grey(x, delta.add_(x).clamp_(0, 1))
+
+
+def keep_grey(x: Tensor, protected: Tensor) -> Tensor:
+    """``protected`` with grey images of the batch replaced by their luma.
+
+    An image is grey when its three channels are equal at every pixel (how a grayscale
+    file decodes to RGB). For those, the perturbation keeps only its luma part
+    ``0.299 dR + 0.587 dG + 0.114 dB``, a weighted mean of the channels' perturbations, so
+    the L-inf bound still holds, and the result is grey again: ink, pencil and manga
+    artists get grayscale back. Colour images pass through unchanged. Branch-free, so the
+    exported graph does the same.
+    """
+    spread = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)).amax((2, 3), keepdim=True)
+    return torch.where(spread == 0, luma(protected), protected)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .errors import ChecksumError, WeightsNotFoundError  # noqa: F401 (re-exported)
 from .fileutil import atomic_output
 
 ENV_WEIGHTS_DIR = "FASTPROTECT_WEIGHTS_DIR"
@@ -58,14 +59,6 @@ REGISTRY: dict[str, WeightFile] = {
         ),
     ]
 }
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """A pinned weight file could not be found locally nor downloaded."""
-
-
-class ChecksumError(ValueError):
-    """A weight file's bytes do not match its pinned sha256."""
 
 
 def cache_dir() -> Path:

@@ -52,6 +52,19 @@ def test_info_prints_a_summary(trained, capsys):
     out = capsys.readouterr().out
     assert "K=2" in out and "8.00/255" in out and "low, mid, high" in out
     assert summary(trained).splitlines()[0].endswith("model.safetensors")
+    assert trained.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not private to its writer
+    files = read_header(trained)["recipe"]["train_files"]
+    line = next(ln for ln in out.splitlines() if ln.startswith("recipe.train_files"))
+    if len(files) > 6:  # long lists as a count and a few names, not one endless line
+        assert f"{len(files)} files (" in line and line.count(", ") <= 3
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_info_on_a_bad_file_is_one_clear_line(tmp_path, capsys):
@@ -271,3 +284,43 @@ def test_ablation_configs_differ_only_in_their_step(name, capsys):
     assert cfg["model"]["lr"] == 0.003 and cfg["data"]["val_fraction"] == 0.2
     assert cfg["model"]["eta"] == pytest.approx(8 / 255)
     assert cfg["trainer"]["default_root_dir"] == f"runs/ablation/{name}"
+
+
+def test_front_door_lists_every_command_and_answers_typos(capsys):
+    from fastprotect import __version__
+    from fastprotect.cli import COMMANDS
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ["protect", "demo", "info", "export", "evaluate", "targets", "samples", "fit",
+                 "validate", "test", "predict"]:  # fmt: skip
+        assert f"  {name} " in out and COMMANDS[name] in out, name
+    assert main([]) == 2
+    assert "commands:" in capsys.readouterr().err
+    assert main(["protct", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'protct'; did you mean 'protect'?" in err and "Traceback" not in err
+    assert main(["--versoin"]) == 2
+    assert "unknown option '--versoin'; did you mean '--version'?" in capsys.readouterr().err
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fastprotect {__version__}"
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fastprotect.cli import main\n"
+        "main(['--help'])\n"
+        "try:\n"
+        "    main(['protect', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('torch', 'lightning', 'diffusers', 'wandb')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "usage: fastprotect protect" in out.stdout

@@ -43,7 +43,7 @@ def test_rgb_png_is_protected_within_the_bound(model, tmp_path):
 
 
 @needs_data
-def test_alpha_is_kept_untouched_and_grayscale_becomes_rgb(model, tmp_path):
+def test_alpha_is_kept_untouched_and_grayscale_stays_grayscale(model, tmp_path):
     rgba = np.dstack([_rgb(), np.random.default_rng(1).integers(0, 256, (40, 56), dtype=np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(_rgb()[..., 0], "L").save(tmp_path / "gray.png")
@@ -54,8 +54,29 @@ def test_alpha_is_kept_untouched_and_grayscale_becomes_rgb(model, tmp_path):
     out = Image.open(tmp_path / "out" / "rgba.png")
     assert out.mode == "RGBA"
     assert np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
-    for name in ["gray.png", "pal.png", "cmyk.png", "deep.png"]:
+    for name in ["pal.png", "cmyk.png"]:
         assert Image.open(tmp_path / "out" / name).mode == "RGB", name
+    for name in ["gray.png", "deep.png"]:  # grayscale in, grayscale out, within the bound
+        out = np.asarray(Image.open(tmp_path / "out" / name)).astype(int)
+        assert Image.open(tmp_path / "out" / name).mode == "L", name
+        diff = np.abs(out - np.asarray(Image.open(tmp_path / "gray.png")).astype(int))
+        assert 0 < diff.max() <= EIGHT, name
+
+
+@needs_data
+def test_grey_la_keeps_its_alpha_and_rgb_grey_stays_grey(model, tmp_path):
+    g = _rgb()[..., 1]
+    alpha = np.random.default_rng(2).integers(0, 256, g.shape, dtype=np.uint8)
+    Image.fromarray(np.dstack([g, alpha]), "LA").save(tmp_path / "la.png")
+    Image.fromarray(np.dstack([g, g, g])).save(tmp_path / "greyrgb.png")  # grey, stored as RGB
+    assert run(model, tmp_path, "--out", tmp_path / "out") == 0
+    la = np.asarray(Image.open(tmp_path / "out" / "la.png"))
+    assert Image.open(tmp_path / "out" / "la.png").mode == "LA"
+    assert np.array_equal(la[..., 1], alpha)
+    assert 0 < np.abs(la[..., 0].astype(int) - g).max() <= EIGHT
+    rgb = np.asarray(Image.open(tmp_path / "out" / "greyrgb.png")).astype(int)
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    assert 0 < np.abs(rgb[..., 0] - g).max() <= EIGHT
 
 
 @needs_data
@@ -86,7 +107,8 @@ def test_one_bad_file_is_reported_and_the_batch_goes_on(model, tmp_path, capsys)
     assert code == 1
     err = capsys.readouterr().err
     for name in ["corrupt.png", "text.jpg", "truncated.png"]:
-        assert f"failed: {tmp_path / 'in' / name}" in err
+        path = tmp_path / "in" / name
+        assert f"failed: {path}: " in err and f"{path}: {path}" not in err  # named once
     assert "Traceback" not in err and "1 protected" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]  # no partials
 
@@ -98,11 +120,76 @@ def test_resume_never_overwrites_and_skips_its_own_output(model, tmp_path, capsy
     out = tmp_path / "protected"  # inside the input tree
     assert run(model, tmp_path, "--out", out) == 0
     first = (out / "0.png").read_bytes()
+    capsys.readouterr()
     assert run(model, tmp_path, "--out", out) == 1  # exists, no --skip-existing
+    assert "--overwrite replaces it, --skip-existing keeps it" in capsys.readouterr().err
     assert run(model, tmp_path, "--out", out, "--skip-existing") == 0
     assert "2 skipped" in capsys.readouterr().err
     assert (out / "0.png").read_bytes() == first
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]  # no protected/protected
+    # new settings replace the outputs only when asked
+    assert run(model, tmp_path, "--out", out, "--overwrite", "--strength", "off") == 0
+    assert "2 protected" in capsys.readouterr().err
+    assert (out / "0.png").read_bytes() != first
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]  # no temporaries left
+    with pytest.raises(SystemExit):  # the two exclude each other
+        run(model, tmp_path, "--out", out, "--overwrite", "--skip-existing")
+
+
+@needs_data
+def test_same_names_get_distinct_outputs_and_gif_is_found(model, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate(["x.jpg", "x.png", "y.webp", "y.bmp", "z.gif"]):
+        Image.fromarray(_rgb(seed=i)).save(src / name)
+    assert run(model, src, "--out", tmp_path / "out") == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["x.png", "x_jpg.png", "y_bmp.png", "y_webp.png", "z.png"]
+    # x.png (the input whose suffix is the output's) keeps its name
+    out = np.asarray(Image.open(tmp_path / "out" / "x.png")).astype(int)
+    assert np.abs(out - np.asarray(Image.open(src / "x.png")).astype(int)).max() <= EIGHT
+
+
+@needs_data
+def test_keep_format_writes_each_input_in_its_own_format(model, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["a.jpg", "b.PNG", "c.webp", "d.tif", "e.bmp", "f.gif"]
+    for i, name in enumerate(names):
+        Image.fromarray(_rgb(seed=i)).save(src / name)
+    assert run(model, src, "--out", tmp_path / "out", "--keep-format", "--quality", "97") == 0
+    assert "JPEG re-encoding weakens the protection" in capsys.readouterr().err
+    got = {p.name: Image.open(p).format for p in (tmp_path / "out").iterdir()}
+    assert got == {
+        "a.jpg": "JPEG", "b.PNG": "PNG", "c.webp": "WEBP", "d.tif": "TIFF", "e.bmp": "BMP",
+        "f.png": "PNG",
+    }  # fmt: skip
+    for name in ["b.PNG", "c.webp", "d.tif", "e.bmp"]:  # lossless: the bound holds exactly
+        out = np.asarray(Image.open(tmp_path / "out" / name).convert("RGB")).astype(int)
+        diff = np.abs(out - np.asarray(Image.open(src / name).convert("RGB")).astype(int))
+        assert 0 < diff.max() <= EIGHT, name
+
+
+def test_quality_out_of_range_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["protect", str(tmp_path), "--quality", "150"])
+    assert "JPEG quality must be 1 to 100, got 150" in capsys.readouterr().err
+
+
+def test_strength_range_errors_name_the_option(tmp_path, capsys):
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert (
+        main(["protect", str(tmp_path / "a.png"), "--s-min", "2", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "--s-min must be between 0 and --s-max (1.0), got 2.0" in err
+    assert (
+        main(["protect", str(tmp_path / "a.png"), "--s-max", "1.5", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "--s-max must be above 0 and at most 1, got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_or_corrupt_model_is_one_line(tmp_path, capsys):

@@ -12,11 +12,9 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ..errors import NoImagesError  # noqa: F401 (re-exported)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-class NoImagesError(ValueError):
-    """No usable image was found where the user pointed."""
 
 
 def list_images(dirs: Sequence[str | Path]) -> list[Path]:
