@@ -234,6 +234,24 @@ def _own(argv: Sequence[str]) -> int:
     return 0
 
 
+def quiet_lightning() -> None:
+    """Keep training output to what matters: no advertising tips, no deprecation notices
+    from Lightning's internals (nothing a user can act on), and W&B's offline banner only
+    when ``WANDB_SILENT`` asks for it (``WANDB_SILENT=false``)."""
+    import logging
+    import os
+
+    class NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.getMessage()).startswith("\U0001f4a1 Tip:")
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(NoTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"The anonymous setting has no effect")
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
 def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
     """The project's LightningCLI (``run=False`` parses a config into model, data, trainer)."""
     # Imported here: protecting images should not pay for Lightning.
@@ -244,6 +262,7 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
 
     # The frozen encoder stays in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    quiet_lightning()
     return LightningCLI(
         MoPModule,
         MoPDataModule,
@@ -453,7 +472,9 @@ def _demo(args: argparse.Namespace) -> int:
     about = describe_model(read_header(path), path, strength, protector.s_min, args.s_max)
     try:
         report, rows, failed = run_demo(inputs, out, protector, about, args.analysis_side)
-    except FileExistsError as e:
+    except (FileExistsError, *USER_ERRORS) as e:
+        if args.debug:
+            raise
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2
     for src, why in failed:

@@ -154,20 +154,25 @@ def run_demo(
 
     Raises:
         FileExistsError: ``out`` already holds a report.
+        WeightsNotFoundError: the attacker's decoder has no weights here (raised before any
+            image is protected).
     """
     from tqdm import tqdm
 
     report = out / REPORT
     if report.exists():
         raise FileExistsError(f"{report} exists; choose another --out (nothing is overwritten)")
+    # before any image is written: missing decoder weights fail here, not after protecting
+    decoder = _decoder_for(protector)
     jobs, failed = plan(inputs, out / "protected", "png")
     summary = protect_files(protector, jobs, "png", skip_existing=False, progress=progress)
     failed = failed + summary.failed
     per_image = summary.model_seconds / max(len(summary.written), 1)
-    decoder = _decoder_for(protector)
     written = set(summary.written)
     rows: list[Row] = []
-    for i, job in enumerate(tqdm(jobs, desc="report", unit="image", disable=not progress)):
+    # each image is encoded and decoded twice at the attacker's view: slower than protecting
+    what = "report: attacker's autoencoder and metrics"
+    for i, job in enumerate(tqdm(jobs, desc=what, unit="image", disable=not progress)):
         if job.dest not in written:
             continue
         x = load_image(job.source).rgb[None]

@@ -144,6 +144,27 @@ def test_targets_command_writes_pngs(tmp_path, capsys):
     ]
 
 
+def settled_history(path, last_key: str, timeout: float = 120.0) -> dict[str, list[float | str]]:
+    """The run's history once W&B's writer has flushed it.
+
+    W&B writes the ``.wandb`` file from a separate service process; on a loaded machine
+    ``wandb.finish()`` can return before the records reach the file (seen once: an empty
+    history). Poll until ``last_key`` (logged last) is there, for at most ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    from google.protobuf.message import DecodeError
+
+    while True:
+        try:
+            history = read_wandb_history(path)
+        except DecodeError:  # a record half written
+            history = {}
+        if last_key in history or time.monotonic() > deadline:
+            return history
+        time.sleep(0.5)
+
+
 def read_wandb_history(path) -> dict[str, list[float | str]]:
     """Every history value in an offline ``.wandb`` file, by key.
 
@@ -194,7 +215,7 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path):
 
     wandb.finish()  # a CLI process finishes the run at exit; in-process we do it here
     (run,) = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
-    history = read_wandb_history(run)
+    history = settled_history(run, "val/psnr")
     for key in ["train/latent", "train/multilayer", "train/loss", "val/latent_pull", "val/psnr"]:
         assert key in history, (key, sorted(history))
     assert len(history["train/loss"]) == 6  # log_every_n_steps=1, six steps

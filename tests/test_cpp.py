@@ -104,3 +104,9 @@ def test_cpp_reads_16_bit_and_gray_pnm_and_rejects_bad_files(binary, graph, tmp_
         [str(binary), str(pt), str(gray), str(gray)], capture_output=True, text=True
     )
     assert run.returncode == 2 and "refusing to overwrite" in run.stderr
+    pt2 = tmp_path / "model.pt2"
+    pt2.write_bytes(b"not TorchScript")
+    run = subprocess.run(
+        [str(binary), str(pt2), str(gray), str(tmp_path / "p.ppm")], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "export with --out model.pt" in run.stderr

@@ -88,6 +88,12 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     assert f"| sign | {sign['psnr']:.2f} ± {sign['psnr_std']:.2f} |" in text
     figure = tmp_path / "results_disruption_psnr.png"
     assert figure.stat().st_size > 10_000 and "results_disruption_psnr.png" in text
+    # without --out the page goes beside its input, never over the project's docs/results.md
+    tracked = (REPO / "docs" / "results.md").stat().st_mtime_ns
+    subprocess.run(report, check=True, capture_output=True)
+    assert (tmp_path / "ev" / "results.md").is_file()
+    assert (tmp_path / "ev" / "results_disruption_psnr.png").is_file()
+    assert (REPO / "docs" / "results.md").stat().st_mtime_ns == tracked
     # --examples 1: one image of the one domain, every method and its reconstruction
     (example,) = (tmp_path / "ev" / "examples" / "objects").iterdir()
     names = {p.stem for p in example.glob("*.png")}

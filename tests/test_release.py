@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +180,31 @@ def test_predict_config_uses_the_shipped_model_like_protect(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "pred" / "a.png").read_bytes() == (tmp_path / "p" / "a.png").read_bytes()
+
+
+@needs_weights
+def test_demo_without_decoder_weights_fails_before_writing_anything(tmp_path, monkeypatch, capsys):
+    import os
+    import urllib.error
+
+    from fastprotect import weights
+
+    only_encoder = tmp_path / "weights" / "taef2"
+    only_encoder.mkdir(parents=True)
+    real = Path(os.environ["FASTPROTECT_WEIGHTS_DIR"]) / "taef2" / "taef2_encoder.pth"
+    (only_encoder / real.name).symlink_to(real)
+    monkeypatch.setenv("FASTPROTECT_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv(weights.ENV_CACHE_DIR, str(tmp_path / "cache"))
+
+    def offline(spec, dest):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(weights, "_download", offline)
+    src = tmp_path / "in"
+    src.mkdir()
+    _image(src / "a.png", 48, 64, 0)
+    out = tmp_path / "demo"
+    assert main(["demo", str(src), "--out", str(out), "--strength", "jnd"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "taef2_decoder.pth not found" in err
+    assert not (out / "protected").exists()  # failed before protecting

@@ -7,7 +7,7 @@ exists, skipping training when the run's model file exists), evaluates it with
 images, then per domain) from the evaluation results. Every K gets the same steps, batch,
 data, seed and recipe; only the number of groups differs.
 
-    python tools/k_sweep.py --ks 0 4 8 16 --steps 200 --out runs/ksweep
+    python tools/k_sweep.py --ks 0 4 8 16 --steps 200 --targets noise --out runs/ksweep
 
 The paper leaves K open; with K = 0 the model is a single universal perturbation per target.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-DATA = ["../shared/data/objects", "../shared/data/faces", "../shared/data/cartoon", "../shared/data/extras"]
+DATA = [f"../shared/data/{d}" for d in ("objects", "faces", "cartoon", "extras")]
 
 
 def derived_config(base: dict, k: int, steps: int, root: Path, targets: list[str] | None) -> dict:
@@ -62,7 +62,8 @@ def run(cmd: list[str], log: Path) -> None:
 
 def table(out: Path, ks: list[int]) -> str:
     lines = [
-        "| K | domain | n | PSNR dB | SSIM | low-freq PSNR dB | latent pull | disruption dB | after JPEG q75 dB |",
+        "| K | domain | n | PSNR dB | SSIM | low-freq PSNR dB | latent pull | disruption dB "
+        "| after JPEG q75 dB |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for k in ks:
@@ -77,22 +78,26 @@ def table(out: Path, ks: list[int]) -> str:
                 continue
             after = f"{j['disruption_db']:.2f}" if j else "n/a"
             lines.append(
-                f"| {k} | {dom} | {c['n']} | {c['psnr']:.2f} | {c['ssim']:.3f} | {c['lf_psnr']:.2f} "
+                f"| {k} | {dom} | {c['n']} | {c['psnr']:.2f} | {c['ssim']:.3f} "
+                f"| {c['lf_psnr']:.2f} "
                 f"| {c['latent_pull']:.3f} | {c['disruption_db']:.2f} | {after} |"
             )
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/taef2_v2.yaml", help="base recipe (default: %(default)s)")
-    ap.add_argument("--ks", type=int, nargs="+", default=[0, 4, 8, 16], help="group counts (default: %(default)s)")
-    ap.add_argument("--steps", type=int, default=200, help="training steps per K (default: %(default)s)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    d = " (default: %(default)s)"
+    ap.add_argument("--config", default="configs/taef2_v2.yaml", help="base recipe" + d)
+    ap.add_argument("--ks", type=int, nargs="+", default=[0, 4, 8, 16], help="group counts" + d)
+    ap.add_argument("--steps", type=int, default=200, help="training steps per K" + d)
     ap.add_argument("--targets", nargs="+", help="override the recipe's targets, e.g. noise")
-    ap.add_argument("--out", type=Path, default=Path("runs/ksweep"), help="one folder per K (default: %(default)s)")
-    ap.add_argument("--view", type=int, default=512, help="evaluation view (default: %(default)s)")
-    ap.add_argument("--per-domain", type=int, default=3, help="validation images per domain (default: %(default)s)")
-    ap.add_argument("--table-only", action="store_true", help="print the table from finished runs and stop")
+    ap.add_argument("--out", type=Path, default=Path("runs/ksweep"), help="one folder per K" + d)
+    ap.add_argument("--view", type=int, default=512, help="evaluation view" + d)
+    ap.add_argument("--per-domain", type=int, default=2, help="validation images per domain" + d)
+    ap.add_argument("--table-only", action="store_true", help="print the finished runs' table")
     args = ap.parse_args()
 
     if not args.table_only:
@@ -103,7 +108,8 @@ def main() -> None:
             model = root / "model.safetensors"
             if not model.exists():
                 cfg_path = root / "sweep_config.yaml"
-                cfg_path.write_text(yaml.safe_dump(derived_config(base, k, args.steps, root, args.targets), sort_keys=False))
+                cfg = derived_config(base, k, args.steps, root, args.targets)
+                cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
                 cmd = [sys.executable, "-m", "fastprotect", "fit", "--config", str(cfg_path)]
                 last = root / "checkpoints" / "last.ckpt"
                 if last.exists():
@@ -111,10 +117,28 @@ def main() -> None:
                 run(cmd, root / "fit.log")
             if not (root / "eval" / "results.json").exists():
                 run(
-                    [sys.executable, "-m", "fastprotect", "evaluate", *DATA,
-                     "--method", f"k{k}=mop:{model}", "--view", str(args.view),
-                     "--transforms", "clean", "jpeg75", "--per-domain", str(args.per_domain),
-                     "--strength", "jnd", "--examples", "0", "--out", str(root / "eval")],
+                    [
+                        sys.executable,
+                        "-m",
+                        "fastprotect",
+                        "evaluate",
+                        *DATA,
+                        "--method",
+                        f"k{k}=mop:{model}",
+                        "--view",
+                        str(args.view),
+                        "--transforms",
+                        "clean",
+                        "jpeg75",
+                        "--per-domain",
+                        str(args.per_domain),
+                        "--strength",
+                        "jnd",
+                        "--examples",
+                        "0",
+                        "--out",
+                        str(root / "eval"),
+                    ],
                     root / "eval.log",
                 )
             print(table(args.out, [k]).splitlines()[2], flush=True)

@@ -1,5 +1,6 @@
 """Regenerate the results page from ``fastprotect evaluate`` outputs.
 
+    python tools/report.py outputs/eval_val256/results.json  # outputs/eval_val256/results.md
     python tools/report.py outputs/eval_val256/results.json --out docs/results.md
 
 Writes markdown tables: every method on clean images (with the margin over +-eta sign
@@ -401,7 +402,12 @@ def plot_grids(examples: Path, methods: list[str], stem: Path) -> list[Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("results", type=Path, help="results.json from fastprotect evaluate")
-    ap.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="the page to write, its figures beside it (default: results.md beside RESULTS; "
+        "the project's page is docs/results.md)",
+    )
     ap.add_argument("--command", help="the evaluate command, if the results predate recording it")
     ap.add_argument("--note", help="a sentence of context the results cannot record (machine load)")
     ap.add_argument(
@@ -417,6 +423,16 @@ def main() -> None:
         help="results.json of an evaluation of the configs/ablation models (repeatable)",
     )
     args = ap.parse_args()
+    if args.out is None:
+        args.out = args.results.with_name("results.md")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sys.exit(
+            "report.py: matplotlib is needed for the figures; use the project's environment "
+            "(bash tools/setup.sh, then .venv/bin/python tools/report.py ...) or pip install "
+            "matplotlib"
+        )
     doc = json.loads(args.results.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure = args.out.with_name(args.out.stem + "_disruption_psnr.png")

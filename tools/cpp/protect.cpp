@@ -145,7 +145,14 @@ int main(int argc, char** argv) {
     graph = torch::jit::load(model_path.string());
     graph.eval();
   } catch (const std::exception& e) {
-    std::cerr << "protect: " << model_path.string() << ": cannot load the graph\n";
+    std::cerr << "protect: " << model_path.string() << ": cannot load the graph";
+    if (model_path.extension() == ".pt2") {
+      std::cerr << " (this example runs TorchScript graphs: export with --out model.pt; a .pt2 "
+                   "graph runs with AOTInductor or ExecuTorch, see docs/embedding.md)";
+    } else {
+      std::cerr << " (a TorchScript file from `fastprotect export --out model.pt`?)";
+    }
+    std::cerr << "\n";
     return 2;
   }
   Image image;
