@@ -383,8 +383,9 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     summary = summarise(rows)
     domains = ["all", *sorted({e["domain"] for e in summary} - {"all"})] if args.view else ["all"]
     print(table(summary, domains=domains))
+    noun = "image" if settings["images"] == 1 else "images"
     print(
-        f"fastprotect: {settings['images']} images; results in {written[0]} and {written[1]}",
+        f"fastprotect: {settings['images']} {noun}; results in {written[0]} and {written[1]}",
         file=sys.stderr,
     )
     return 0
@@ -503,6 +504,17 @@ def main(args: Sequence[str] | None = None) -> int:
         return 0
     if command in OWN_COMMANDS:
         return _own(argv)
+    if command in ("predict", *LIGHTNING_COMMANDS):
+        try:
+            import lightning  # noqa: F401
+        except ModuleNotFoundError as e:
+            print(
+                f"fastprotect: error: '{command}' needs the training install ({e}): "
+                "bash tools/setup.sh (the .venv it makes has everything), or "
+                "pip install 'fastprotect[train]'",
+                file=sys.stderr,
+            )
+            return 2
     if command == "predict":
         return _predict(argv[1:])
     if command not in LIGHTNING_COMMANDS:

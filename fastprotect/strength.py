@@ -133,6 +133,15 @@ class LPIPSMap(nn.Module):
         return (d[..., p:-p, p:-p] / self.tau).clamp(0, 1)
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
     """The visibility map to use: ``lpips``, ``jnd``, or ``auto`` (LPIPS when its backbone
     weights are present, else JND, announced once as a warning).
@@ -143,6 +152,20 @@ def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
     if kind not in ("auto", "lpips", "jnd"):
         raise ValueError(f"strength map must be auto, lpips or jnd, got {kind!r}")
     if kind == "jnd":
+        return JNDMap(), "jnd"
+    missing = [m for m in ("lpips", "torchvision") if not _importable(m)]
+    if missing:
+        why = (
+            f"LPIPS needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''} "
+            "(the full install: bash tools/setup.sh, or pip install 'fastprotect[train]')"
+        )
+        if kind == "lpips":
+            raise FileNotFoundError(why)
+        warnings.warn(
+            f"{why}; adaptive strength uses the weights-free JND map instead",
+            StrengthMapFallback,
+            stacklevel=2,
+        )
         return JNDMap(), "jnd"
     path = find_alexnet()
     if path is not None:
