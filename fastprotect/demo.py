@@ -20,6 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from . import verdict
 from .fileutil import atomic_output
 from .imageio import load_image, to_uint8
 from .protect import plan, protect_files
@@ -47,7 +49,7 @@ class Row:
     protected: Path
     size: tuple[int, int]
     figures: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float | str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def _resize_longer(x: Tensor, side: int) -> Tensor:
@@ -79,19 +81,20 @@ def analyse(
     x: Tensor,
     x_hat: Tensor,
     analysis_side: int = 512,
-) -> tuple[dict[str, float | str], dict[str, Tensor]]:
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Metrics and figures of one image (``1x3xHxW`` original and protected, ``[0, 1]``).
 
     Returns:
         The metrics (PSNR, SSIM, largest change in 8-bit levels on the full image; target,
-        latent pull, reconstruction PSNRs and disruption at the analysis size) and the
+        latent pull, reconstruction PSNRs and disruption at the analysis size; the verdict
+        of :mod:`fastprotect.verdict` with its ratio and warnings) and the
         figures (original, protected, amplified difference, and the two reconstructions,
         all at the analysis size).
     """
     from .eval.metrics import latent_pull, psnr, ssim
 
     eta = protector.mop.config.eta
-    metrics: dict[str, float | str] = {
+    metrics: dict[str, Any] = {
         "psnr_db": float(psnr(x, x_hat)[0]),
         "ssim": float(ssim(x, x_hat)[0]),
         "max_change_levels": int(
@@ -112,6 +115,12 @@ def analyse(
     z_y = protector.encoder.latent(protector.mop.target_image(t, xs.shape[-2:]))
     z, z_hat = protector.encoder.latent(xs), protector.encoder.latent(xs_hat)
     metrics["latent_pull"] = float(latent_pull(z_hat, z, z_y)[0])
+    # the verdict: the same view of ±eta sign noise published at full resolution
+    xs_noise = _crop16(_resize_longer(verdict.sign_noise(x, eta), analysis_side))
+    ratio = verdict.shift_ratio(z, z_hat, protector.encoder.latent(xs_noise))
+    metrics["noise_shift_ratio"] = ratio
+    metrics["verdict"] = verdict.label(ratio)
+    metrics["warnings"] = verdict.checks(x, analysis_side)
     if decoder is not None:
         r, r_hat = decoder(z).clamp(0, 1), decoder(z_hat).clamp(0, 1)
         figures["reconstruction of the original"] = r
@@ -235,6 +244,12 @@ def _write_html(
                 f'alt="{e(cap)}"></a><figcaption>{e(cap)}</figcaption></figure>'
             )
         stats = [
+            (
+                "verdict",
+                f"{m.get('verdict')}: latent shift {_fmt(m.get('noise_shift_ratio'), '.1f')}x "
+                "that of random noise",
+            ),
+            *(("warning", w) for w in m.get("warnings", [])),
             ("PSNR", f"{_fmt(m.get('psnr_db'), '.2f')} dB"),
             ("SSIM", _fmt(m.get("ssim"), ".4f")),
             ("largest change", f"{m.get('max_change_levels')}/255"),

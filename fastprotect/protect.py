@@ -20,6 +20,7 @@ from .modelfile import DEFAULT_S_MIN, load_model
 from .protector import Protector
 from .release import resolve_model
 from .strength import StrengthMapFallback, build_strength_map
+from .verdict import Verdict, checks, judge
 
 #: what a folder scan takes as an image (GIF too: a still GIF is protected, an animated one
 #: is refused with a clear message)
@@ -85,14 +86,18 @@ class Summary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
     model_seconds: float = 0.0
+    #: per written image: its checks, and with ``verdict=True`` its strength label
+    verdicts: dict[Path, Verdict] = field(default_factory=dict)
 
     def line(self) -> str:
         n = len(self.written)
         # "1 protected, 0 skipped, 2 failed in 0.4 s": the counts need no plural
         ms = 1000 * self.model_seconds / n if n else 0.0
+        warned = sum(1 for v in self.verdicts.values() if v.warnings)
         return (
-            f"{n} protected, {len(self.skipped)} skipped, {len(self.failed)} failed "
-            f"in {self.seconds:.1f} s ({ms:.0f} ms per image in the model)"
+            f"{n} protected, {len(self.skipped)} skipped, {len(self.failed)} failed"
+            + (f", {warned} with a warning" if warned else "")
+            + f" in {self.seconds:.1f} s ({ms:.0f} ms per image in the model)"
         )
 
 
@@ -195,6 +200,7 @@ def protect_files(
     skip_existing: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    verdict: bool = False,
 ) -> Summary:
     """Protect each job's source into its destination; one failure does not stop the batch.
 
@@ -203,6 +209,9 @@ def protect_files(
         skip_existing: keep outputs that exist (counted as skipped).
         overwrite: replace outputs that exist; without it (and without ``skip_existing``)
             an existing output is a failure that names both options.
+        verdict: also judge each image's strength at the attacker's view
+            (:func:`fastprotect.verdict.judge`); the cheap checks (tiny or flat images) run
+            on every image either way.
     """
     if skip_existing and overwrite:
         raise ValueError("skip_existing and overwrite exclude each other")
@@ -224,6 +233,10 @@ def protect_files(
             summary.model_seconds += time.perf_counter() - t
             save_image(image, out, job.dest, fmt or job.fmt, quality, overwrite=overwrite)
             summary.written.append(job.dest)
+            x, x_hat = image.rgb[None], out[None]
+            summary.verdicts[job.source] = (
+                judge(protector, x, x_hat) if verdict else Verdict(warnings=checks(x))
+            )
         except (ImageReadError, OSError) as e:
             why, prefix = str(e), f"{job.source}: "  # the caller prints the path once
             summary.failed.append((job.source, why.removeprefix(prefix)))

@@ -142,6 +142,8 @@ def test_demo_protects_and_writes_a_report(tmp_path, capsys):
     for r in rows.values():
         assert 0 < r["max_change_levels"] <= 8 and r["psnr_db"] > 30
         assert r["target"] in ("low", "mid", "high") and r["latent_pull"] > 0
+        assert r["verdict"] in ("strong", "moderate", "weak") and r["noise_shift_ratio"] > 0
+        assert isinstance(r["warnings"], list) and f"{r['verdict']}: latent shift" in page
         assert r["disruption_db"] == pytest.approx(
             r["recon_psnr_original_db"] - r["recon_psnr_protected_db"]
         )
