@@ -388,7 +388,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     summary = summarise(rows)
     domains = ["all", *sorted({e["domain"] for e in summary} - {"all"})] if args.view else ["all"]
-    print(table(summary, domains=domains))
+    print(table(summary, transforms=settings["transforms"], domains=domains))  # all asked for
     noun = "image" if settings["images"] == 1 else "images"
     print(
         f"fastprotect: {settings['images']} {noun}; results in {written[0]} and {written[1]}",
@@ -444,6 +444,7 @@ def _predict(args: Sequence[str]) -> int:
         ProtectorLoadError,
     )
 
+    quiet_lightning()
     # ``args`` is argv without "predict"; Lightning warns when it differs from sys.argv.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:

@@ -9,6 +9,7 @@ import torch
 
 from fastprotect.eval import (
     ROBUSTNESS,
+    TRANSFORMS,
     blur,
     disruption,
     gaussian_noise,
@@ -109,7 +110,24 @@ def test_noise_has_the_stated_sigma_and_is_reproducible():
 
 def test_robustness_set_is_the_spec_set_and_keeps_shapes():
     assert set(ROBUSTNESS) == {"clean", "jpeg75", "jpeg90", "resize0.5", "blur1", "noise0.05"}
+    assert set(TRANSFORMS) == set(ROBUSTNESS) | {"jpeg95_444"}
     x = _photo_like(21, 17)
     for name, t in ROBUSTNESS.items():
         y = t(x)
         assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1, name
+
+
+def test_jpeg95_444_is_what_protect_writes(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fastprotect.imageio import LoadedImage, save_image
+
+    x = (_photo_like(40, 56) * 255).round() / 255
+    save_image(LoadedImage(rgb=x[0]), x[0], tmp_path / "p.jpg", "jpeg", 95)
+    written = torch.from_numpy(np.asarray(Image.open(tmp_path / "p.jpg")).copy())
+    expected = (TRANSFORMS["jpeg95_444"](x)[0] * 255).round().to(torch.uint8).permute(1, 2, 0)
+    assert torch.equal(written, expected)
+    assert not torch.equal(
+        expected, (ROBUSTNESS["jpeg90"](x)[0] * 255).round().byte().permute(1, 2, 0)
+    )

@@ -6,10 +6,11 @@ protected image before fine-tuning on it.
 """
 
 from .metrics import disruption, latent_pull, psnr, ssim
-from .transforms import ROBUSTNESS, blur, gaussian_noise, jpeg, resize_down_up
+from .transforms import ROBUSTNESS, TRANSFORMS, blur, gaussian_noise, jpeg, resize_down_up
 
 __all__ = [
     "ROBUSTNESS",
+    "TRANSFORMS",
     "blur",
     "disruption",
     "gaussian_noise",

@@ -54,7 +54,7 @@ from ..strength import LPIPSMap, find_alexnet
 from ..views import attacker_resize
 from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
 from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
-from .transforms import ROBUSTNESS
+from .transforms import ROBUSTNESS, TRANSFORMS
 
 __all__ = [
     "ROBUSTNESS",
@@ -238,9 +238,9 @@ def evaluate(
     """
     if any(v < 8 for v in views):
         raise EvaluationError(f"views are shorter sides in pixels (at least 8), got {list(views)}")
-    unknown = [t for t in transforms if t not in ROBUSTNESS]
+    unknown = [t for t in transforms if t not in TRANSFORMS]
     if unknown:
-        raise EvaluationError(f"unknown transforms {unknown}; choose from {list(ROBUSTNESS)}")
+        raise EvaluationError(f"unknown transforms {unknown}; choose from {list(TRANSFORMS)}")
     roots = [Path(d) for d in data]
     files = list_images(roots)
     train, val = split_files(files, val_fraction)
@@ -302,7 +302,7 @@ def evaluate(
                 _save_png(x_hat, keep / f"{method.name}.png")
                 _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
             for tname in transforms:
-                x_t = ROBUSTNESS[tname](x_hat)
+                x_t = TRANSFORMS[tname](x_hat)
                 z_t = enc.latent(x_t)
                 rows.append(
                     {
@@ -405,7 +405,7 @@ def _view_rows(
             for v in views:
                 x_hat, base, seconds = published[v]
                 if id(x_hat) not in done:
-                    x_t = ROBUSTNESS[tname](x_hat)
+                    x_t = TRANSFORMS[tname](x_hat)
                     done[id(x_hat)] = (
                         x_t,
                         {

@@ -9,7 +9,10 @@ Each transform maps ``Bx3xHxW`` images in ``[0, 1]`` to the same shape:
 - :func:`blur`: Gaussian blur, kernel ``2 * ceil(3 sigma) + 1``, reflected borders;
 - :func:`gaussian_noise`: additive Gaussian noise, clamped; seeded, so reruns agree.
 
-``ROBUSTNESS`` names the set the evaluation reports (SPEC section 4).
+``ROBUSTNESS`` names the set the evaluation reports by default (SPEC section 4);
+``TRANSFORMS`` holds them and the ones asked for by name (``--transforms``):
+``jpeg95_444``, JPEG at quality 95 without chroma subsampling, which is how ``fastprotect
+protect --format jpeg`` (and ``--format keep`` for JPEG inputs) writes its output.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from torch import Tensor
 from ..filters import gaussian_blur
 
 
-def jpeg(x: Tensor, quality: int) -> Tensor:
-    """Encode each image as JPEG at ``quality`` with Pillow and decode it again."""
+def jpeg(x: Tensor, quality: int, subsampling: int = -1) -> Tensor:
+    """Encode each image as JPEG at ``quality`` with Pillow and decode it again
+    (``subsampling`` 0: 4:4:4, as ``fastprotect protect`` writes JPEG; -1: Pillow's
+    default, 4:2:0)."""
     out = []
     for img in x:
         rgb = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+        Image.fromarray(rgb).save(buf, "JPEG", quality=quality, subsampling=subsampling)
         back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         out.append(torch.from_numpy(back.copy()).permute(2, 0, 1))
     return torch.stack(out).to(x.device, x.dtype) / 255
@@ -65,4 +70,9 @@ ROBUSTNESS: dict[str, Callable[[Tensor], Tensor]] = {
     "resize0.5": lambda x: resize_down_up(x, 0.5),
     "blur1": lambda x: blur(x, 1.0),
     "noise0.05": lambda x: gaussian_noise(x, 0.05),
+}
+
+TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {
+    **ROBUSTNESS,
+    "jpeg95_444": lambda x: jpeg(x, 95, subsampling=0),
 }
