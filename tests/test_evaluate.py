@@ -77,7 +77,9 @@ def test_evaluate_writes_every_method_transform_and_metric(model, tmp_path, caps
     note = "Ran beside a training job."
     subprocess.run([*report, "--out", str(page), "--note", note], check=True, capture_output=True)
     text = page.read_text()
-    assert doc["settings"]["command"] in text and "## Issue targets against `pgd2`" in text
+    assert (
+        doc["settings"]["command"] in text and "## The first model's targets against `pgd2`" in text
+    )
     assert f"\n{note}\n" in text and f"(torch threads: {torch.get_num_threads()})" in text
     assert f"--note '{note}'" in text  # the page names the report command that wrote it
     sign = next(

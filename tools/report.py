@@ -4,7 +4,7 @@
     python tools/report.py outputs/eval_val256/results.json --out docs/results.md
 
 Writes markdown tables: every method on clean images (with the margin over +-eta sign
-noise), decode disruption after each robustness transform, per domain, and the issue's
+noise), decode disruption after each robustness transform, per domain, and the first model's
 targets for MoP against PGD, and a figure of decode disruption against PSNR for every
 method (clean and after JPEG q75) beside the page. Every table names the command that
 produced its numbers. With ``--ablation RESULTS.json`` (repeatable) it adds the ablation
@@ -121,7 +121,7 @@ def render(
     pgd = next((m for m in methods if m.startswith("pgd")), None)
     if mops and pgd:
         p = idx[(pgd, "clean", "all")]
-        out += ["", f"## Issue targets against `{pgd}`", ""]
+        out += ["", f"## The first model's targets against `{pgd}`", ""]
         for m in mops:
             e = idx[(m, "clean", "all")]
             j = idx.get((m, "jpeg75", "all"), {})
