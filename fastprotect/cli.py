@@ -185,7 +185,15 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--limit", type=int, help="first N images of the split")
     p_ev.add_argument("--per-domain", type=int, metavar="N", help="first N images of each domain")
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
-    p_ev.add_argument("--transforms", nargs="+", help="default: all robustness transforms")
+    p_ev.add_argument(
+        "--transforms",
+        nargs="+",
+        help="what the attacker does to the published image before encoding it: clean, "
+        "jpeg75, jpeg90, resize0.5, blur1, noise0.05 (the default set), jpeg95_444, and the "
+        "purifications gnoise0.05, gnoise0.1, gnoise0.05_up4, gnoise0.1_up4, jpeg50, "
+        "crop_resize, adversecleaner, social, impress ('purification': all of them); "
+        "docs/evaluation.md gives each one's parameters",
+    )
     _strength_args(p_ev)
     p_ev.add_argument("--eta", type=float, help="baselines' budget (default: the model's eta)")
     p_ev.add_argument("--pgd-step-size", type=float, default=1 / 255)

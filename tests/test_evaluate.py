@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -228,3 +229,86 @@ def test_a_view_below_8_pixels_is_a_clear_error(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path), "--method", "mop", "--out", str(tmp_path / "o"),
                  "--view", "4"])  # fmt: skip
     assert code == 2 and "views are shorter sides" in capsys.readouterr().err
+
+
+@needs_data
+@needs_weights
+def test_purifications_run_in_both_modes_and_content_moves_are_scored_fairly(model, tmp_path):
+    purify = ["--transforms", "clean", "purification"]
+    assert (
+        main(
+            [
+                "evaluate",
+                str(DATA / "objects"),
+                "--method",
+                f"mop:{model}",
+                "--method",
+                "sign",
+                "--out",
+                str(tmp_path / "crop"),
+                "--size",
+                "32",
+                "--split",
+                "all",
+                "--limit",
+                "1",
+                "--strength",
+                "jnd",
+                *purify,
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    doc = json.loads((tmp_path / "crop" / "results.json").read_text())
+    names = ["clean", "gnoise0.05", "gnoise0.1", "gnoise0.05_up4", "gnoise0.1_up4", "jpeg50",
+             "crop_resize", "adversecleaner", "social", "impress"]  # fmt: skip
+    assert doc["settings"]["transforms"] == names
+    assert doc["settings"]["impress"]["steps"] == 20
+    assert doc["settings"]["impress"]["distance"] in ("lpips", "1 - ssim")
+    rows = {(r["method"], r["transform"]): r for r in doc["rows"]}
+    # the unprotected image is scored against the same crop-and-resize of itself: nothing lost
+    assert rows[("none", "crop_resize")]["disruption_db"] == pytest.approx(0.0, abs=1e-6)
+    assert math.isinf(rows[("none", "crop_resize")]["psnr"])
+    for name in names[1:]:
+        if name != "crop_resize":  # a purification changes the unprotected image too
+            assert rows[("none", name)]["psnr"] < 60, name
+    # view mode: a large image goes through the social chain (shrunk to 1080) and back
+    big = tmp_path / "big" / "objects"
+    big.mkdir(parents=True)
+    rgb = np.random.default_rng(0).integers(0, 256, (1200, 1300, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(big / "large.png")
+    assert (
+        main(
+            [
+                "evaluate",
+                str(big),
+                "--method",
+                f"mop:{model}",
+                "--out",
+                str(tmp_path / "view"),
+                "--view",
+                "64",
+                "--split",
+                "all",
+                "--strength",
+                "jnd",
+                "--transforms",
+                "clean",
+                "social",
+                "crop_resize",
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    rows = json.loads((tmp_path / "view" / "results.json").read_text())["rows"]
+    got = {(r["method"], r["transform"]): r for r in rows}
+    assert got[("none", "crop_resize")]["disruption_db"] == pytest.approx(0.0, abs=1e-6)
+    assert math.isfinite(got[("model", "social")]["psnr"])
+
+
+@needs_weights
+def test_unknown_transform_names_the_choices(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path), "--method", "mop", "--out", str(tmp_path / "o"),
+                 "--transforms", "jpeg42"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "unknown transforms ['jpeg42']" in err and "adversecleaner" in err

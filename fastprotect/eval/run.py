@@ -54,6 +54,15 @@ from ..strength import LPIPSMap, find_alexnet
 from ..views import attacker_resize
 from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
 from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
+from .purify import (
+    AUTOENCODER_PURIFICATIONS,
+    GEOMETRIC,
+    IMPRESS,
+    PURIFICATION_SET,
+    PURIFICATIONS,
+    impress,
+    ssim_distance,
+)
 from .transforms import ROBUSTNESS, TRANSFORMS
 
 __all__ = [
@@ -200,6 +209,53 @@ def _domain(path: Path, roots: Sequence[Path]) -> str:
     return path.parent.name
 
 
+def expand_transforms(transforms: Sequence[str]) -> list[str]:
+    """``purification`` stands for every purification (:data:`~.purify.PURIFICATION_SET`)."""
+    out: list[str] = []
+    for t in transforms:
+        for name in PURIFICATION_SET if t == "purification" else (t,):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _bind(transforms, enc: Encoder, dec, lpips_fn) -> dict[str, Callable[[Tensor], Tensor]]:
+    """Each transform as a function of the images; IMPRESS bound to the evaluation
+    autoencoder and LPIPS (``1 - SSIM`` where LPIPS's weights are absent)."""
+    fns: dict[str, Callable[[Tensor], Tensor]] = {}
+    for t in transforms:
+        if t == "impress":
+            if dec is None:
+                raise EvaluationError("impress needs the evaluation autoencoder's decoder")
+            distance = lpips_fn or ssim_distance
+            fns[t] = lambda x, d=distance: impress(x, enc.latent, dec, d)
+        else:
+            if t == "adversecleaner":
+                try:
+                    import cv2
+
+                    cv2.ximgproc.guidedFilter  # noqa: B018 - the contrib build has it
+                except (ImportError, AttributeError) as e:
+                    raise EvaluationError(
+                        "the adversecleaner transform needs OpenCV's contrib build: "
+                        "pip install 'fastprotect[eval]' (opencv-contrib-python-headless)"
+                    ) from e
+            fns[t] = {**TRANSFORMS, **PURIFICATIONS}[t]
+    return fns
+
+
+def match_size(x: Tensor, like: Tensor) -> Tensor:
+    """``x`` resized (bicubic, clamped) to ``like``'s size where a transform changed it:
+    the social chain shrinks large images, and an attacker's resize of them can differ from
+    the clean image's by a pixel of rounding."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    size = tuple(like.shape[-2:])
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(
+        0, 1
+    )
+
+
 def _lpips_metric():
     path = find_alexnet()
     if path is None:
@@ -238,9 +294,14 @@ def evaluate(
     """
     if any(v < 8 for v in views):
         raise EvaluationError(f"views are shorter sides in pixels (at least 8), got {list(views)}")
-    unknown = [t for t in transforms if t not in TRANSFORMS]
+    transforms = expand_transforms(transforms)
+    known = [*TRANSFORMS, *PURIFICATIONS, *AUTOENCODER_PURIFICATIONS]
+    unknown = [t for t in transforms if t not in known]
     if unknown:
-        raise EvaluationError(f"unknown transforms {unknown}; choose from {list(TRANSFORMS)}")
+        raise EvaluationError(
+            f"unknown transforms {unknown}; choose from {known} (or 'purification': all of "
+            f"{list(PURIFICATION_SET)})"
+        )
     roots = [Path(d) for d in data]
     files = list_images(roots)
     train, val = split_files(files, val_fraction)
@@ -258,6 +319,7 @@ def evaluate(
 
     enc, dec = evaluation_autoencoder(eval_encoder)
     lpips_fn = _lpips_metric()
+    fns = _bind(transforms, enc, dec, lpips_fn)
     rows: list[dict] = []
     saved: dict[str, int] = {}
     for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
@@ -276,13 +338,19 @@ def evaluate(
                 dec,
                 lpips_fn,
                 views,
-                transforms,
+                fns,
                 keep,
             )
             continue
         x = centre_square(path, size)
         z = enc.latent(x)
         rec_clean = reconstruction_psnr(x, z, dec) if dec else None
+        refs = {}  # transforms that move the content: the same transform of the clean image
+        for tname in transforms:
+            if tname in GEOMETRIC:
+                xr = fns[tname](x)
+                zr = enc.latent(xr)
+                refs[tname] = (xr, zr, reconstruction_psnr(xr, zr, dec) if dec else None)
         ref_name, ref_y = _target(reference, x)
         ref_z_y = enc.latent(ref_y)  # shared by the reference and every method without a router
         keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
@@ -302,7 +370,8 @@ def evaluate(
                 _save_png(x_hat, keep / f"{method.name}.png")
                 _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
             for tname in transforms:
-                x_t = TRANSFORMS[tname](x_hat)
+                xr, zr, rec_r = refs.get(tname, (x, z, rec_clean))
+                x_t = match_size(fns[tname](x_hat), xr)
                 z_t = enc.latent(x_t)
                 rows.append(
                     {
@@ -312,13 +381,13 @@ def evaluate(
                         "transform": tname,
                         "target": name,
                         "view": None,
-                        "psnr": float(psnr(x, x_t)),
-                        "ssim": float(ssim(x, x_t)),
-                        "lf_psnr": float(lowfreq_psnr(x, x_t)),
-                        "lpips": float(lpips_fn(x, x_t)) if lpips_fn else None,
+                        "psnr": float(psnr(xr, x_t)),
+                        "ssim": float(ssim(xr, x_t)),
+                        "lf_psnr": float(lowfreq_psnr(xr, x_t)),
+                        "lpips": float(lpips_fn(xr, x_t)) if lpips_fn else None,
                         "dists": None,
-                        "latent_pull": float(latent_pull(z_t, z, z_y)),
-                        "disruption_db": float(rec_clean - reconstruction_psnr(x, z_t, dec))
+                        "latent_pull": float(latent_pull(z_t, zr, z_y)),
+                        "disruption_db": float(rec_r - reconstruction_psnr(xr, z_t, dec))
                         if dec
                         else None,
                         "seconds": seconds,
@@ -340,6 +409,11 @@ def evaluate(
         "dists": False,
         "methods": [m.name for m in methods],
         "transforms": list(transforms),
+        **(
+            {"impress": {**IMPRESS, "distance": "lpips" if lpips_fn else "1 - ssim"}}
+            if "impress" in transforms
+            else {}
+        ),
         "reference_eta": reference.mop.config.eta,
         "strength_map": type(reference.strength_map).__name__ if reference.strength_map else "off",
         "s_min": reference.s_min,
@@ -360,7 +434,7 @@ def _view_rows(
     dec: Callable[[Tensor], Tensor] | None,
     lpips_fn,
     views: Sequence[int],
-    transforms: Sequence[str],
+    fns: dict[str, Callable[[Tensor], Tensor]],
     keep: Path | None,
 ) -> list[dict]:
     """View mode for one image ``1x3xHxW`` at its own resolution: one row per method,
@@ -371,6 +445,13 @@ def _view_rows(
         xv = attacker_resize(x, v)
         zv = enc.latent(xv)
         clean[v] = (xv, zv, reconstruction_psnr(xv, zv, dec) if dec else None)
+    for tname in fns:  # transforms that move the content: the same transform of the clean
+        if tname in GEOMETRIC:
+            xg = fns[tname](x)
+            for v in views:
+                xv = match_size(attacker_resize(xg, v), clean[v][0])
+                zv = enc.latent(xv)
+                clean[(tname, v)] = (xv, zv, reconstruction_psnr(xv, zv, dec) if dec else None)
     if keep:
         _save_png(x, keep / "original.png")
     ref_name, ref_y = _target(reference, x)
@@ -400,24 +481,26 @@ def _view_rows(
             if dec:
                 seen = enc.latent(attacker_resize(first, views[0]))
                 _save_png(dec(seen), keep / f"{method.name}_recon_view{views[0]}.png")
-        for tname in transforms:
+        for tname, fn in fns.items():
             done = {}  # the published image's invisibility, per published image
             for v in views:
                 x_hat, base, seconds = published[v]
                 if id(x_hat) not in done:
-                    x_t = TRANSFORMS[tname](x_hat)
+                    x_t = fn(x_hat)
+                    ref = fn(base) if tname in GEOMETRIC else base
+                    shown = match_size(x_t, ref)
                     done[id(x_hat)] = (
                         x_t,
                         {
-                            "psnr": float(psnr(base, x_t)),
-                            "ssim": float(ssim(base, x_t)),
-                            "lf_psnr": float(lowfreq_psnr(base, x_t)),
-                            "lpips": float(lpips_fn(base, x_t)) if lpips_fn else None,
+                            "psnr": float(psnr(ref, shown)),
+                            "ssim": float(ssim(ref, shown)),
+                            "lf_psnr": float(lowfreq_psnr(ref, shown)),
+                            "lpips": float(lpips_fn(ref, shown)) if lpips_fn else None,
                         },
                     )
                 x_t, seen = done[id(x_hat)]
-                xv, zv, rec_clean = clean[v]
-                z_t = enc.latent(attacker_resize(x_t, v))
+                xv, zv, rec_clean = clean.get((tname, v), clean[v])
+                z_t = enc.latent(match_size(attacker_resize(x_t, v), xv))
                 rows.append(
                     {
                         "image": image,
