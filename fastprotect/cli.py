@@ -73,8 +73,22 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def strength_range_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--s-min``/``--s-max``, or ``None``."""
+    if not 0 < args.s_max <= 1:
+        return f"--s-max must be above 0 and at most 1, got {args.s_max}"
+    if args.s_min is not None and not 0 <= args.s_min <= args.s_max:
+        return f"--s-min must be between 0 and --s-max ({args.s_max}), got {args.s_min}"
+    return None
+
+
 def _quality(text: str) -> int:
-    q = int(text)
+    try:
+        q = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"JPEG quality must be a whole number, got {text!r}"
+        ) from None
     if not 1 <= q <= 100:
         raise argparse.ArgumentTypeError(f"JPEG quality must be 1 to 100, got {q}")
     return q
@@ -295,18 +309,9 @@ def _load_protector(args: argparse.Namespace):
     loaded."""
     from .protect import fallback_notes, load_protector
 
-    if not 0 < args.s_max <= 1:
-        print(
-            f"fastprotect: error: --s-max must be above 0 and at most 1, got {args.s_max}",
-            file=sys.stderr,
-        )
-        return None, ""
-    if args.s_min is not None and not 0 <= args.s_min <= args.s_max:
-        print(
-            f"fastprotect: error: --s-min must be between 0 and --s-max ({args.s_max}), "
-            f"got {args.s_min}",
-            file=sys.stderr,
-        )
+    problem = strength_range_error(args)
+    if problem:
+        print(f"fastprotect: error: {problem}", file=sys.stderr)
         return None, ""
     try:
         with fallback_notes() as notes:
@@ -364,6 +369,10 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .protect import fallback_notes
 
     out = Path(args.out)
+    problem = strength_range_error(args)
+    if problem:
+        print(f"fastprotect: error: {problem}", file=sys.stderr)
+        return 2
     try:
         if (out / "results.json").exists():
             raise EvaluationError(f"{out / 'results.json'} exists; choose another --out")

@@ -9,13 +9,15 @@ What each input becomes (the protected output is always 8 bits per channel):
 | grayscale (L, LA), 1-bit | grey RGB (the perturbation keeps only its luma) | L (LA with alpha) |
 | palette (P) without transparency | RGB | RGB |
 | CMYK | converted to RGB | RGB; the CMYK ICC profile is dropped (it does not describe RGB) |
-| 16-bit (I;16, I) grayscale | scaled to 8 bits, grey | 8-bit grayscale |
+| 16-bit (I;16, I) or float (F) grayscale | scaled to 8 bits, grey | 8-bit grayscale |
 | 16-bit RGB(A) PNG | scaled to 8 bits, RGB | RGB |
 | animated (several frames) | refused with a clear error | — |
 
 Output formats (``fmt``): ``png`` (default), ``jpeg`` (at a quality), and for
-``--format keep`` also ``webp`` (lossless), ``tiff`` (deflate-compressed) and ``bmp``;
-:func:`keep_format` says which one an input keeps.
+``--format keep`` also ``webp`` (lossless; Pillow writes grey as RGB with equal channels),
+``tiff`` (deflate-compressed; the ICC profile is kept, EXIF is not, since a TIFF's EXIF
+holds its old pixel layout) and ``bmp`` (no metadata); :func:`keep_format` says which one
+an input keeps.
 
 EXIF orientation is applied before protection (and the orientation tag dropped), so the
 output looks the same as the input in every viewer; the ICC profile and the remaining EXIF
@@ -92,6 +94,12 @@ def _to_8bit_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
         arr = np.asarray(im, dtype=np.float64)
         peak = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
         notes.append(f"{im.mode} scaled to 8 bits")
+        arr8 = np.clip(np.round(arr / peak * 255), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if im.mode == "F":  # 32-bit float grey: 0..1 or 0..255
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 1.0 if arr.max() <= 1.0 else 255.0
+        notes.append("32-bit float scaled to 8 bits")
         arr8 = np.clip(np.round(arr / peak * 255), 0, 255).astype(np.uint8)
         return Image.fromarray(arr8, "L").convert("RGB")
     if im.mode == "CMYK":
@@ -198,7 +206,9 @@ def save_image(
     if fmt != "bmp":
         if image.icc_profile:
             kwargs["icc_profile"] = image.icc_profile
-        if image.exif:
+        # A TIFF input's EXIF holds its own layout tags (bits per sample, CMYK, strips), which
+        # would describe the new pixels wrongly: TIFF outputs keep the ICC profile only.
+        if image.exif and fmt != "tiff":
             kwargs["exif"] = image.exif
     if fmt == "jpeg":
         kwargs.update(quality=quality, subsampling=0)

@@ -57,15 +57,15 @@ def load_protector(
         strength: ``auto`` (LPIPS if its weights are local, else JND), ``lpips``, ``jnd`` or
             ``off`` (no adaptive strength).
         s_min, s_max: the strength range of ``S``; ``s_min`` ``None``: the model's own
-            (``inference.s_min`` in its file), else 0.5.
+            (``inference.s_min`` in its file), else 0.5, at most ``s_max``.
 
     Returns:
         The protector and the name of the strength map that runs (``off`` when none).
     """
     mop, doc = load_model(resolve_model(model))
     encoder = encoder_from_identity(doc["encoder"])
-    if s_min is None:
-        s_min = float(doc.get("inference", {}).get("s_min", DEFAULT_S_MIN))
+    if s_min is None:  # the model's own, never above the s_max asked for
+        s_min = min(float(doc.get("inference", {}).get("s_min", DEFAULT_S_MIN)), s_max)
     if strength == "off":
         return Protector(encoder, mop, None, s_min, s_max), "off"
     module, name = build_strength_map(strength)
@@ -233,12 +233,18 @@ def protect_files(
             summary.model_seconds += time.perf_counter() - t
             save_image(image, out, job.dest, fmt or job.fmt, quality, overwrite=overwrite)
             summary.written.append(job.dest)
-            x, x_hat = image.rgb[None], out[None]
-            summary.verdicts[job.source] = (
-                judge(protector, x, x_hat) if verdict else Verdict(warnings=checks(x))
-            )
+            summary.verdicts[job.source] = _verdict(protector, image.rgb[None], out[None], verdict)
         except (ImageReadError, OSError) as e:
             why, prefix = str(e), f"{job.source}: "  # the caller prints the path once
             summary.failed.append((job.source, why.removeprefix(prefix)))
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _verdict(protector: Protector, x, x_hat, strength: bool) -> Verdict:
+    """The image's verdict; a failure to judge is a warning, never the batch's end (the
+    protected file is already written)."""
+    try:
+        return judge(protector, x, x_hat) if strength else Verdict(warnings=checks(x))
+    except (RuntimeError, ValueError) as e:
+        return Verdict(warnings=[f"could not judge this image ({type(e).__name__}: {e})"])

@@ -12,11 +12,11 @@ Two parts:
 - **Strength** (three encoder passes at the view): the latent shift
   ``||E(v(x_hat)) - E(v(x))||`` divided by the shift that ±eta random sign noise added at
   the image's own resolution causes, ``||E(v(x + n)) - E(v(x))||``, where ``v`` is the
-  attacker's resize (shorter side to the view, antialiased bilinear) and ``E`` the model's
-  encoder. Random noise of the full budget is what anyone gets for free; a ratio near 1
-  means the protection does no more. The labels are this tool's reading of the ratio,
-  not a guarantee: ``strong`` from :data:`STRONG` up, ``moderate`` from :data:`MODERATE`,
-  ``weak`` below.
+  attacker's resize (shorter side to the view, antialiased bilinear; the longer side capped
+  at 4 views) and ``E`` the model's encoder; grey images are compared with grey noise.
+  Random noise of the full budget is what anyone gets for free; a ratio near 1 means the
+  protection does no more. The labels are this tool's reading of the ratio, not a guarantee:
+  ``strong`` from :data:`STRONG` up, ``moderate`` from :data:`MODERATE`, ``weak`` below.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from .filters import gaussian_blur, luma
-from .views import attacker_resize
 
 TINY_SIDE = 64
 FLAT_STD = 1.0 / 255
@@ -76,7 +75,7 @@ def checks(x: Tensor, view: int = DEFAULT_VIEW) -> list[str]:
             f"only {w}x{h} px: an attacker's resize to {view} px enlarges it "
             f"{view / min(h, w):.0f}x and smooths the perturbation away; do not rely on it"
         )
-    share = flat_share(attacker_resize(x, min(view, min(h, w))))
+    share = flat_share(verdict_view(x, min(view, min(h, w))))
     if share >= FLAT_SHARE:
         out.append(
             f"{100 * share:.0f} % of the image is flat colour: the perturbation has little "
@@ -91,10 +90,28 @@ def _crop8(x: Tensor) -> Tensor:
 
 
 def sign_noise(x: Tensor, eta: float, seed: int = 0) -> Tensor:
-    """``x`` plus ±``eta`` random sign noise (seeded), clamped to ``[0, 1]``: the noise floor."""
+    """``x`` plus ±``eta`` random sign noise (seeded), clamped to ``[0, 1]``: the noise floor.
+
+    Grey images (three equal channels) get grey noise, one sign for all three channels, as
+    their protection is grey too."""
     g = torch.Generator().manual_seed(seed)
-    sign = torch.randint(0, 2, x.shape, generator=g).to(x) * 2 - 1
+    grey = bool((x.amax(1) == x.amin(1)).all())
+    shape = (x.shape[0], 1, *x.shape[2:]) if grey else x.shape
+    sign = torch.randint(0, 2, shape, generator=g).to(x) * 2 - 1
     return (x + eta * sign).clamp(0, 1)
+
+
+def verdict_view(x: Tensor, view: int = DEFAULT_VIEW) -> Tensor:
+    """The attacker's view of ``x`` (shorter side to ``view``), its longer side capped at
+    4 ``view`` so that long thin images stay affordable, cropped to multiples of 8."""
+    h, w = x.shape[-2:]
+    scale = min(view / min(h, w), 4 * view / max(h, w))
+    size = (max(8, round(h * scale)), max(8, round(w * scale)))
+    if size != (h, w):
+        x = torch.nn.functional.interpolate(
+            x, size=size, mode="bilinear", antialias=True, align_corners=False
+        )
+    return _crop8(x)
 
 
 def shift_ratio(z: Tensor, z_hat: Tensor, z_noise: Tensor) -> float:
@@ -106,7 +123,7 @@ def noise_ratio(
     encoder, x: Tensor, x_hat: Tensor, eta: float, view: int = DEFAULT_VIEW, seed: int = 0
 ) -> float:
     """Latent shift of ``x_hat`` over that of ±``eta`` sign noise, at the attacker's view."""
-    v = [_crop8(attacker_resize(t, view)) for t in (x, x_hat, sign_noise(x, eta, seed))]
+    v = [verdict_view(t, view) for t in (x, x_hat, sign_noise(x, eta, seed))]
     return shift_ratio(*(encoder.latent(t) for t in v))
 
 

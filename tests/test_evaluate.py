@@ -312,3 +312,12 @@ def test_unknown_transform_names_the_choices(tmp_path, capsys):
                  "--transforms", "jpeg42"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "unknown transforms ['jpeg42']" in err and "adversecleaner" in err
+
+
+@needs_weights
+def test_evaluate_checks_the_strength_range(tmp_path, capsys):
+    args = ["evaluate", str(tmp_path), "--method", "mop", "--out", str(tmp_path / "o")]
+    assert main([*args, "--s-max", "1.5"]) == 2
+    assert "--s-max must be above 0 and at most 1, got 1.5" in capsys.readouterr().err
+    assert main([*args, "--s-min", "2"]) == 2
+    assert "--s-min must be between 0 and --s-max (1.0), got 2.0" in capsys.readouterr().err

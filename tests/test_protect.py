@@ -170,6 +170,19 @@ def test_keep_format_writes_each_input_in_its_own_format(model, tmp_path, capsys
         assert 0 < diff.max() <= EIGHT, name
 
 
+@needs_data
+def test_keep_format_tiff_inputs_stay_readable(model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb()).convert("CMYK").save(src / "cmyk.tif")
+    Image.fromarray((_rgb()[..., 0] / 255).astype(np.float32), "F").save(src / "float.tif")
+    assert run(model, src, "--out", tmp_path / "out", "--format", "keep") == 0
+    cmyk = Image.open(tmp_path / "out" / "cmyk.tif")
+    assert cmyk.format == "TIFF" and cmyk.mode == "RGB" and cmyk.size == (56, 40)
+    grey = np.asarray(Image.open(tmp_path / "out" / "float.tif")).astype(int)
+    assert grey.shape == (40, 56) and np.abs(grey - _rgb()[..., 0]).max() <= EIGHT
+
+
 def test_quality_out_of_range_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["protect", str(tmp_path), "--quality", "150"])
@@ -190,6 +203,17 @@ def test_strength_range_errors_name_the_option(tmp_path, capsys):
     )
     assert "--s-max must be above 0 and at most 1, got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        main(["protect", str(tmp_path), "--quality", "abc"])
+    assert "JPEG quality must be a whole number, got 'abc'" in capsys.readouterr().err
+
+
+@needs_data
+def test_s_max_below_the_models_s_min_lowers_s_min_too(model, tmp_path):
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert run(model, tmp_path / "a.png", "--out", tmp_path / "o", "--s-max", "0.3") == 0
+    out = np.asarray(Image.open(tmp_path / "o" / "a.png")).astype(int)
+    assert np.abs(out - _rgb()).max() <= 2  # floor(255 * 0.3 * 8/255) = 2 levels
 
 
 def test_missing_or_corrupt_model_is_one_line(tmp_path, capsys):

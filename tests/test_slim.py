@@ -67,6 +67,12 @@ def test_protect_demo_info_export_need_no_training_packages(tmp_path):
     assert slim("info").returncode == 0
     run = slim("export", "--out", tmp_path / "m.pt")
     assert run.returncode == 0, run.stderr
+    src = tmp_path / "data" / "objects"
+    src.mkdir(parents=True)
+    Image.fromarray(rgb).save(src / "b.png")
+    ev = ["--split", "all", "--size", "32", "--transforms", "clean", "--out", tmp_path / "ev"]
+    run = slim("evaluate", src, "--method", "mop", "--method", "sign", *ev)
+    assert run.returncode == 0, run.stderr
     run = slim("protect", tmp_path / "a.png", "--out", tmp_path / "o2", "--strength", "lpips")
     assert run.returncode == 2 and "LPIPS needs the lpips and torchvision packages" in run.stderr
 

@@ -11,7 +11,7 @@ from PIL import Image
 from fastprotect.cli import main
 from fastprotect.encoders import DiffusersVAEEncoder
 from fastprotect.encoders.diffusers_vae import TINY_CONFIG
-from fastprotect.verdict import Verdict, checks, label, noise_ratio, sign_noise
+from fastprotect.verdict import Verdict, checks, label, noise_ratio, sign_noise, verdict_view
 
 from .conftest import needs_data, tiny_args
 
@@ -39,6 +39,15 @@ def test_noise_ratio_is_one_for_the_noise_itself_and_labels_follow_thresholds():
     bigger = noise_ratio(enc, x, (x + 3 * (sign_noise(x, eta) - x)).clamp(0, 1), eta, view=64)
     assert bigger > 1.5
     assert [label(r) for r in (0.5, 1.2, 1.99, 2.0)] == ["weak", "moderate", "moderate", "strong"]
+    grey = x[:, :1].expand(-1, 3, -1, -1)
+    noisy = sign_noise(grey, eta)
+    assert (noisy[:, 0] == noisy[:, 1]).all() and (noisy[:, 1] == noisy[:, 2]).all()
+
+
+def test_the_view_of_a_long_thin_image_stays_small():
+    assert verdict_view(torch.rand(1, 3, 4, 600)).shape[-2:] == (8, 2048)  # 4 views long at most
+    assert verdict_view(torch.rand(1, 3, 100, 3000)).shape[-2:] == (64, 2048)  # 4 views long
+    assert verdict_view(torch.rand(1, 3, 300, 400)).shape[-2:] == (512, 680)
     assert Verdict().line() == "no problem found"
 
 

@@ -3,8 +3,10 @@
 The recipes follow the robustness study of Hönig et al. (2024), "Adversarial perturbations
 cannot reliably protect artists from generative AI" (code: ethz-spylab/robust-style-mimicry),
 and the tools it tests. Each maps ``Bx3xHxW`` images in ``[0, 1]`` to images of the same
-content; all but :func:`social_chain` keep the size. Images are rounded to 8 bits first,
-as a published file would be. docs/evaluation.md lists each with its parameters.
+content; all keep the size but :func:`social_chain` (which shrinks large images) and
+:func:`impress` (which purifies large images at a shorter side of 512). Images are
+rounded to 8 bits first, as a published file would be. docs/evaluation.md lists each with
+its parameters.
 
 - :func:`skimage_gaussian_noise`: ``skimage.util.random_noise(mode="gaussian",
   var=sigma**2)`` (clipped), seeded.
@@ -15,8 +17,9 @@ as a published file would be. docs/evaluation.md lists each with its parameters.
   (384 of 512), bicubic back, then back to the input size. It moves the content, so it is
   scored against the same transform of the clean image (:data:`GEOMETRIC`).
 - :func:`adverse_cleaner`: AdverseCleaner's filter chain, 64 bilateral filters (diameter
-  5, sigma 8 in colour and space), then one guided filter (radius 4, eps 16, in 8-bit
-  units) with the image itself as the guide; needs OpenCV's contrib build.
+  5, sigma 8 in colour and space), then 4 guided filters (radius 4, eps 16, in 8-bit units)
+  with the image itself as the guide, as the tool's script does; needs OpenCV's contrib
+  build.
 - :func:`social_chain`: a social network's re-encoding, the longer side to at most 1080
   (Lanczos), then JPEG q85 (4:2:0).
 - :func:`impress`: IMPRESS-style consistency purification with the evaluation
@@ -38,7 +41,9 @@ from .transforms import jpeg
 
 #: transforms that move the content: scored against the same transform of the clean image
 GEOMETRIC = ("crop_resize",)
-#: IMPRESS as run here (the reference implementation's defaults, fewer steps for the CPU)
+#: IMPRESS as run here: the reference implementation's alpha and eps, 20 steps for the CPU,
+#: a larger step (0.01 on [0, 1] against its 0.001 on [-1, 1]) and less initial noise so
+#: that 20 steps move the image at all
 IMPRESS = {"steps": 20, "lr": 0.01, "alpha": 0.5, "eps": 0.1, "noise": 0.01, "max_side": 512}
 
 
@@ -95,9 +100,9 @@ def crop_resize(x: Tensor, side: int = 512, keep: float = 0.75) -> Tensor:
     return _per_image(x, one)
 
 
-def adverse_cleaner(x: Tensor, passes: int = 64) -> Tensor:
-    """``passes`` bilateral filters (d 5, sigma 8 and 8), then a guided filter (radius 4,
-    eps 16) guided by the input, in 8-bit units."""
+def adverse_cleaner(x: Tensor, passes: int = 64, guided_passes: int = 4) -> Tensor:
+    """``passes`` bilateral filters (d 5, sigma 8 and 8), then ``guided_passes`` guided
+    filters (radius 4, eps 16) guided by the input, in 8-bit units."""
     try:
         import cv2
 
@@ -113,7 +118,8 @@ def adverse_cleaner(x: Tensor, passes: int = 64) -> Tensor:
         y = img.copy()
         for _ in range(passes):
             y = cv2.bilateralFilter(y, 5, 8, 8)
-        y = guided(img, y, 4, 16)
+        for _ in range(guided_passes):
+            y = guided(img, y, 4, 16)
         return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
     return _per_image(x, one)

@@ -50,7 +50,7 @@ from ..encoders.taesd import TinyAutoencoderDecoder
 from ..fileutil import atomic_output
 from ..protect import load_protector
 from ..protector import Protector
-from ..strength import LPIPSMap, find_alexnet
+from ..strength import LPIPSMap, _importable, find_alexnet
 from ..views import attacker_resize
 from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
 from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
@@ -258,8 +258,8 @@ def match_size(x: Tensor, like: Tensor) -> Tensor:
 
 def _lpips_metric():
     path = find_alexnet()
-    if path is None:
-        return None
+    if path is None or not all(map(_importable, ("lpips", "torchvision"))):
+        return None  # the protect-only install has neither package
     net = LPIPSMap(path).net
     return lambda x, y: net(x * 2 - 1, y * 2 - 1).flatten(1).mean(1)
 
