@@ -298,7 +298,10 @@ space) on both images resized to at most {analysis_side} px on the longer side, 
 fine-tuning pipeline would: <b>latent pull</b> is
 ||E(protected) - E(target)||² / ||E(original) - E(target)||² (lower pulls harder toward the
 target texture; 1 means no pull); <b>disruption</b> is how many dB of reconstruction PSNR
-the protection costs the autoencoder (higher is stronger). Click an image for full size.</p>
+the protection costs the autoencoder (higher is stronger); the <b>verdict</b> compares how
+far the protection moves the attacker's latent with how far &plusmn;eta random sign noise
+moves it (strong from 2x, moderate from 1.2x, weak below), and warns about tiny or mostly
+flat images. Click an image for full size.</p>
 {"".join(body)}
 {fails}
 </body></html>

@@ -3,7 +3,7 @@
 #   bash tools/screenshot.sh outputs/demo/report.html shot.png [WIDTHxHEIGHT]
 # The README's picture of one report row:
 #   .venv/bin/fastprotect demo outputs/demo/samples/astronaut.png --out outputs/demo_row
-#   bash tools/screenshot.sh outputs/demo_row/report.html /tmp/row.png 1180x790
+#   bash tools/screenshot.sh outputs/demo_row/report.html /tmp/row.png 1180x880
 #   .venv/bin/python -c "from PIL import Image; Image.open('/tmp/row.png').convert('RGB').save('docs/demo_row.jpg', quality=88)"
 set -euo pipefail
 page=$1 out=$2 size=${3:-1300x1400}
