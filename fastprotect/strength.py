@@ -133,7 +133,8 @@ class LPIPSMap(nn.Module):
         return (d[..., p:-p, p:-p] / self.tau).clamp(0, 1)
 
 
-def _importable(module: str) -> bool:
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here (without importing it)."""
     import importlib.util
 
     try:
@@ -153,7 +154,7 @@ def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
         raise ValueError(f"strength map must be auto, lpips or jnd, got {kind!r}")
     if kind == "jnd":
         return JNDMap(), "jnd"
-    missing = [m for m in ("lpips", "torchvision") if not _importable(m)]
+    missing = [m for m in ("lpips", "torchvision") if not importable(m)]
     if missing:
         why = (
             f"LPIPS needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''} "

@@ -90,15 +90,16 @@ def _crop8(x: Tensor) -> Tensor:
 
 
 def sign_noise(x: Tensor, eta: float, seed: int = 0) -> Tensor:
-    """``x`` plus ±``eta`` random sign noise (seeded), clamped to ``[0, 1]``: the noise floor.
+    """``x`` plus ±``eta`` random sign noise (seeded), clamped to ``[0, 1]``: the noise floor
+    (:func:`fastprotect.eval.baselines.sign_noise`).
 
     Grey images (three equal channels) get grey noise, one sign for all three channels, as
     their protection is grey too."""
-    g = torch.Generator().manual_seed(seed)
-    grey = bool((x.amax(1) == x.amin(1)).all())
-    shape = (x.shape[0], 1, *x.shape[2:]) if grey else x.shape
-    sign = torch.randint(0, 2, shape, generator=g).to(x) * 2 - 1
-    return (x + eta * sign).clamp(0, 1)
+    from .eval.baselines import sign_noise as noisy  # only for the strength part
+
+    if bool((x.amax(1) == x.amin(1)).all()):
+        return noisy(x[:, :1], eta, seed).expand_as(x)
+    return noisy(x, eta, seed)
 
 
 def verdict_view(x: Tensor, view: int = DEFAULT_VIEW) -> Tensor:

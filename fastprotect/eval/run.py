@@ -50,7 +50,7 @@ from ..encoders.taesd import TinyAutoencoderDecoder
 from ..fileutil import atomic_output
 from ..protect import load_protector
 from ..protector import Protector
-from ..strength import LPIPSMap, _importable, find_alexnet
+from ..strength import LPIPSMap, find_alexnet, importable
 from ..views import attacker_resize
 from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
 from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
@@ -75,6 +75,9 @@ __all__ = [
     "write_results",
 ]
 
+#: every transform that is a plain function of the images, by name (IMPRESS is bound to the
+#: evaluation autoencoder in :func:`_bind`)
+NAMED_TRANSFORMS = {**TRANSFORMS, **PURIFICATIONS}
 METRICS = ("psnr", "ssim", "lf_psnr", "lpips", "dists", "latent_pull", "disruption_db")
 #: baselines that run per image at the attacker's view in view mode (the rest: native)
 AT_VIEW = ("pgd", "pgdu", "photoguard")
@@ -240,7 +243,7 @@ def _bind(transforms, enc: Encoder, dec, lpips_fn) -> dict[str, Callable[[Tensor
                         "the adversecleaner transform needs OpenCV's contrib build: "
                         "pip install 'fastprotect[eval]' (opencv-contrib-python-headless)"
                     ) from e
-            fns[t] = {**TRANSFORMS, **PURIFICATIONS}[t]
+            fns[t] = NAMED_TRANSFORMS[t]
     return fns
 
 
@@ -258,7 +261,7 @@ def match_size(x: Tensor, like: Tensor) -> Tensor:
 
 def _lpips_metric():
     path = find_alexnet()
-    if path is None or not all(map(_importable, ("lpips", "torchvision"))):
+    if path is None or not all(map(importable, ("lpips", "torchvision"))):
         return None  # the protect-only install has neither package
     net = LPIPSMap(path).net
     return lambda x, y: net(x * 2 - 1, y * 2 - 1).flatten(1).mean(1)
@@ -295,7 +298,7 @@ def evaluate(
     if any(v < 8 for v in views):
         raise EvaluationError(f"views are shorter sides in pixels (at least 8), got {list(views)}")
     transforms = expand_transforms(transforms)
-    known = [*TRANSFORMS, *PURIFICATIONS, *AUTOENCODER_PURIFICATIONS]
+    known = [*NAMED_TRANSFORMS, *AUTOENCODER_PURIFICATIONS]
     unknown = [t for t in transforms if t not in known]
     if unknown:
         raise EvaluationError(
