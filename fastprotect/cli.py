@@ -25,6 +25,7 @@ from .errors import USER_ERRORS, ChecksumError, ModelFileError
 COMMANDS = {
     "protect": "protect image files, folders (recursive) and globs",
     "demo": "protect sample photos (or your images) and write an HTML report",
+    "serve": "a local web page to protect images in the browser, and an HTTP API",
     "info": "summarise a model file",
     "export": "write a model as one inference graph (.pt, .ptl or .pt2)",
     "evaluate": "measure protection methods on the same images, target and budget",
@@ -36,7 +37,7 @@ COMMANDS = {
     "predict": "protect images as a Lightning predict job, on one or many GPUs",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
-OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate", "demo")
+OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate", "demo", "serve")
 STRENGTHS = ["auto", "lpips", "jnd", "off"]
 STRENGTH_HELP = (
     "adaptive strength map: auto (LPIPS when its weights are on this machine, else JND), "
@@ -225,7 +226,35 @@ def _own(argv: Sequence[str]) -> int:
         "--analysis-side", type=int, default=512, help="longer side of the attacker's view"
     )
     p_d.add_argument("--debug", action="store_true", help="show tracebacks")
+    p_sv = sub.add_parser(
+        "serve",
+        help=COMMANDS["serve"],
+        description=COMMANDS["serve"] + ". Uploads and results stay in memory, never on disk.",
+    )
+    p_sv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; the default is reachable from this computer only, and "
+        "anything else is reachable by others (no log-in) (default: %(default)s)",
+    )
+    p_sv.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    p_sv.add_argument("--model", help="model file (default: the shipped model)")
+    p_sv.add_argument(
+        "--max-pixels",
+        type=int,
+        default=4096 * 4096,
+        help="refuse larger images, before decoding them (default: %(default)s, 4096x4096)",
+    )
+    p_sv.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=64,
+        help="refuse larger uploads; a zip counts as one (default: %(default)s)",
+    )
+    p_sv.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "demo":
         return _demo(args)
     if args.command == "evaluate":
@@ -447,6 +476,25 @@ def _protect(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if summary.failed else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import serve
+    except ModuleNotFoundError as e:
+        print(
+            f"fastprotect: error: 'serve' needs FastAPI and uvicorn ({e}): "
+            "bash tools/setup.sh protect, or pip install fastprotect",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return serve(args.host, args.port, args.model, args.max_pixels, args.max_upload_mb)
+    except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
+        if args.debug:
+            raise
+        print(f"fastprotect: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _predict(args: Sequence[str]) -> int:

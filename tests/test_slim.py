@@ -83,3 +83,19 @@ def test_training_commands_name_the_full_install(tmp_path):
         assert run.returncode == 2, run.stderr
         assert f"'{command}' needs the training install" in run.stderr
         assert "Traceback" not in run.stderr
+
+
+@needs_weights
+def test_the_web_app_needs_no_training_packages():
+    """``serve`` starts in the slim install: the app, its default model and the decoder
+    load (uvicorn's loop is replaced by a stub that records the call)."""
+    stub = "import uvicorn; uvicorn.run = lambda app, **kw: print('would serve', kw['port'])\n"
+    runner = RUNNER.replace(
+        "from fastprotect.cli import main", stub + "from fastprotect.cli import main"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", runner, "serve", "--port", "7999"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "would serve 7999" in run.stdout
+    assert "open http://127.0.0.1:7999/" in run.stderr

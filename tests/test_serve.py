@@ -1,0 +1,327 @@
+"""``fastprotect serve``: the HTTP API in process, bad uploads, and the page in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastprotect.cli import main
+from fastprotect.serve import INTENSITIES, Service, create_app, is_loopback, protected_name
+
+from .conftest import needs_data, needs_weights, tiny_args
+
+EIGHT = 8  # eta = 8/255 in configs/tiny.yaml
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
+    return tmp / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    from fastapi.testclient import TestClient
+
+    # small limits so that the refusals are cheap to trigger
+    service = Service(str(model), max_pixels=200 * 200, max_upload_bytes=300_000)
+    with TestClient(create_app(service)) as c:
+        yield c
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _rgb(h=40, w=56, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _assert_served(client) -> None:
+    """The server still answers, and still protects."""
+    assert client.get("/api/health").json()["status"] == "ok"
+    r = client.post("/api/protect", content=_png(_rgb(seed=9)))
+    assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+
+
+@needs_data
+@pytest.mark.parametrize("intensity", ["default", "strongest", "lighter"])
+def test_api_answers_the_bytes_protect_writes(model, client, tmp_path, intensity):
+    i = INTENSITIES[intensity]
+    sources = {
+        "rgb.png": _png(_rgb()),
+        "grey.png": _png(_rgb()[..., 0], "L"),
+        "rgba.png": _png(np.dstack([_rgb(), _rgb(seed=1)[..., 0]]), "RGBA"),
+    }
+    flags = ["--strength", i.strength, "--s-max", str(i.s_max)]
+    if i.s_min is not None:
+        flags += ["--s-min", str(i.s_min)]
+    for name, data in sources.items():
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "out"
+    assert main(["protect", str(tmp_path), "--model", str(model), "--out", str(out), *flags]) == 0
+    for name, data in sources.items():
+        r = client.post(f"/api/protect?intensity={intensity}&name={name}", content=data)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png"
+        stem = name.removesuffix(".png")
+        assert f'filename="{stem}_protected.png"' in r.headers["content-disposition"]
+        assert r.content == (out / name).read_bytes(), name
+
+
+@needs_data
+def test_metrics_on_request_and_the_bound_holds(client):
+    rgb = _rgb(64, 48, seed=3)
+    plain = client.post("/api/protect?intensity=strongest", content=_png(rgb))
+    r = client.post("/api/protect?intensity=strongest&metrics=true", content=_png(rgb))
+    assert r.status_code == 200
+    body = r.json()
+    png = base64.b64decode(body["png_base64"])
+    assert png == plain.content
+    out = np.asarray(Image.open(io.BytesIO(png))).astype(int)
+    assert 0 < np.abs(out - rgb).max() <= EIGHT
+    m = body["metrics"]
+    assert m["max_change_levels"] == np.abs(out - rgb).max()
+    assert 20 < m["psnr_db"] < 60 and 0 < m["ssim"] < 1
+    assert m["verdict"] in ("strong", "moderate", "weak")
+
+
+def _bomb() -> bytes:
+    # 12000x12000 1-bit PNG: 144 million pixels (over Pillow's bomb limit) in a few KB
+    buf = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _animated() -> bytes:
+    buf = io.BytesIO()
+    frames = [Image.new("RGB", (20, 20), c) for c in ("red", "blue")]
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+BAD_UPLOADS = {
+    "empty": (b"", 400, "the upload is empty"),
+    "text": (b"hello, this is not an image", 400, "not a readable image"),
+    "truncated png": (_png(_rgb(120, 120))[:900], 400, "not a readable image"),
+    "decompression bomb": (_bomb(), 400, "decompression bomb"),
+    "over the pixel limit": (_png(_rgb(300, 300)), 413, "over the limit of 40,000"),
+    "oversize upload": (b"\x89PNG" + bytes(400_000), 413, "over the limit of 0.286 MB"),
+    "animated gif": (_animated(), 400, "animated image (2 frames)"),
+}
+
+
+@needs_data
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_bad_uploads_get_a_clear_error_and_the_next_request_is_served(
+    client, case, tmp_path, monkeypatch
+):
+    data, status, message = BAD_UPLOADS[case]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # anything spooled would land here
+    for route in ("/api/protect", "/api/inspect"):
+        r = client.post(f"{route}?name=upload.png", content=data)
+        assert r.status_code == status, (route, r.text)
+        assert message in r.json()["error"], r.json()
+    assert list(tmp_path.iterdir()) == []
+    _assert_served(client)
+
+
+@needs_data
+def test_unknown_intensity_is_refused(client):
+    r = client.post("/api/protect?intensity=max", content=_png(_rgb()))
+    assert r.status_code == 422
+    assert (
+        r.json()["error"] == "unknown intensity 'max'; one of lighter, default, stronger, strongest"
+    )
+
+
+@needs_data
+def test_unzip_takes_images_and_says_what_it_skipped(client):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("art/a.png", _png(_rgb()))
+        z.writestr("b.JPG", b"jpeg bytes are checked later, by protect")
+        z.writestr("notes.txt", b"hi")
+        z.writestr("__MACOSX/art/._a.png", b"resource fork")
+        z.writestr("art/", b"")
+        z.writestr("big.png", bytes(400_000))  # compresses to little, unpacks over the cap
+    r = client.post("/api/unzip", content=buf.getvalue())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [i["name"] for i in body["images"]] == ["art/a.png", "b.JPG"]
+    assert base64.b64decode(body["images"][0]["data_base64"]) == _png(_rgb())
+    assert body["skipped"] == [
+        {"name": "notes.txt", "reason": "not an image file name"},
+        {"name": "big.png", "reason": "too large once unpacked"},
+    ]
+    r = client.post("/api/unzip", content=b"PK\x03\x04 broken")
+    assert r.status_code == 400 and "not a readable zip file" in r.json()["error"]
+    _assert_served(client)
+
+
+@needs_data
+def test_page_is_self_contained_and_the_api_is_documented(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>fastprotect" in page.text
+    # no outside scripts, styles or fonts: the page works offline
+    assert "http://" not in page.text and "https://" not in page.text
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/api/protect"]["post"]["requestBody"]["content"]
+    assert body["application/octet-stream"]["schema"]["format"] == "binary"
+    config = client.get("/api/config").json()
+    assert [i["name"] for i in config["intensities"]] == list(INTENSITIES)
+    assert config["default_intensity"] == "default" and config["eta_levels"] == EIGHT
+
+
+def test_names_and_bindings():
+    assert protected_name("art.final.jpg") == "art.final_protected.png"
+    assert protected_name("C:\\x\\y.png") == "y_protected.png"
+    assert protected_name("") == "image_protected.png"
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+@needs_data
+def test_public_binding_warns(model, monkeypatch, capsys):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    assert main(["serve", "--model", str(model), "--host", "0.0.0.0", "--port", "9"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: listening on 0.0.0.0" in err and "no log-in" in err
+    assert seen["host"] == "0.0.0.0" and seen["port"] == 9
+    assert main(["serve", "--model", str(model)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and "open http://127.0.0.1:7860/" in err
+
+
+def test_a_bad_model_fails_at_start(tmp_path, capsys):
+    bad = tmp_path / "m.safetensors"
+    bad.write_bytes(b"not a model")
+    assert main(["serve", "--model", str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@needs_weights
+def test_inspect_shows_the_attackers_reconstructions():
+    from fastapi.testclient import TestClient
+    from skimage import data
+
+    service = Service(None)  # the shipped model on TAEF2, with its decoder
+    assert service.decoder is not None
+    rgb = np.asarray(Image.fromarray(data.astronaut()).resize((128, 96)))
+    with TestClient(create_app(service)) as c:
+        body = c.post("/api/inspect?name=astronaut.png", content=_png(rgb)).json()
+    assert body["name"] == "astronaut_protected.png"
+    assert (body["width"], body["height"]) == (128, 96)
+    assert set(body["figures"]) == {
+        "original",
+        "protected",
+        "difference",
+        "reconstruction of the original",
+        "reconstruction of the protected",
+    }
+    assert body["figures"]["difference"].startswith("data:image/png;base64,")
+    m = body["metrics"]
+    assert m["disruption_db"] == pytest.approx(
+        m["recon_psnr_original_db"] - m["recon_psnr_protected_db"]
+    )
+
+
+# --- the page in a real browser ------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("FASTPROTECT_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(model):
+    import uvicorn
+
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(Service(str(model))), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.slow
+@needs_data
+def test_page_in_a_real_browser(live_server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    rgb = _rgb(96, 128, seed=5)
+    src = tmp_path / "drawing.png"
+    src.write_bytes(_png(rgb))
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(live_server)
+            page.wait_for_selector("#stops span")
+            assert page.inner_text("#intensity-name") == "default"
+            page.set_input_files("#files", str(src))
+            page.wait_for_selector("text=1 of 1 image protected", timeout=60_000)
+            assert page.inner_text("#errors") == ""
+            with page.expect_download() as info:
+                page.click(".card .download")
+            download = info.value
+            assert download.suggested_filename == "drawing_protected.png"
+            got = tmp_path / "got.png"
+            download.save_as(got)
+            with page.expect_download() as info:
+                page.click("#download-all")
+            info.value.save_as(tmp_path / "all.zip")
+            page.click(".card .zoom")
+            assert "actual" in page.get_attribute(".card .pair", "class")
+            shot = os.environ.get("FASTPROTECT_SCREENSHOT")
+            if shot:
+                page.screenshot(path=shot, full_page=True)
+        finally:
+            browser.close()
+    out = np.asarray(Image.open(got)).astype(int)
+    assert out.shape == rgb.shape
+    assert 0 < np.abs(out - rgb).max() <= EIGHT
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == digest  # the input is unchanged
+    with zipfile.ZipFile(tmp_path / "all.zip") as z:
+        assert z.testzip() is None
+        assert z.namelist() == ["drawing_protected.png"]
+        assert z.read("drawing_protected.png") == got.read_bytes()
