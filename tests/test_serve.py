@@ -169,6 +169,14 @@ def test_unzip_takes_images_and_says_what_it_skipped(client):
         {"name": "notes.txt", "reason": "not an image file name"},
         {"name": "big.png", "reason": "too large once unpacked"},
     ]
+    empty = io.BytesIO()
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("readme.txt", b"no images here")
+    r = client.post("/api/unzip", content=empty.getvalue())
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        "the zip file holds no image to protect (readme.txt: not an image file name)"
+    )
     r = client.post("/api/unzip", content=b"PK\x03\x04 broken")
     assert r.status_code == 400 and "not a readable zip file" in r.json()["error"]
     _assert_served(client)
@@ -261,12 +269,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_server(model):
+def live_server():
+    """The app with the shipped model (and the attacker's decoder) on a free port."""
     import uvicorn
 
     port = _free_port()
     config = uvicorn.Config(
-        create_app(Service(str(model))), host="127.0.0.1", port=port, log_level="warning"
+        create_app(Service(None)), host="127.0.0.1", port=port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -281,13 +290,18 @@ def live_server(model):
 
 
 @pytest.mark.slow
-@needs_data
+@needs_weights
 def test_page_in_a_real_browser(live_server, tmp_path):
+    """Upload a photo, protect it, download it alone and in the zip; the bound holds and
+    the input is unchanged. ``FASTPROTECT_SCREENSHOT=page.png`` saves the page (the
+    README's picture)."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     browser_path = _chromium()
     if browser_path is None:
         pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
-    rgb = _rgb(96, 128, seed=5)
+    from skimage import data
+
+    rgb = np.asarray(Image.fromarray(data.chelsea()).resize((384, 256), Image.LANCZOS))
     src = tmp_path / "drawing.png"
     src.write_bytes(_png(rgb))
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
@@ -310,11 +324,12 @@ def test_page_in_a_real_browser(live_server, tmp_path):
             with page.expect_download() as info:
                 page.click("#download-all")
             info.value.save_as(tmp_path / "all.zip")
-            page.click(".card .zoom")
-            assert "actual" in page.get_attribute(".card .pair", "class")
             shot = os.environ.get("FASTPROTECT_SCREENSHOT")
             if shot:
                 page.screenshot(path=shot, full_page=True)
+            page.click(".card .zoom")
+            assert "actual" in page.get_attribute(".card .pair", "class")
+            assert page.inner_text(".card .zoom") == "Fit to width"
         finally:
             browser.close()
     out = np.asarray(Image.open(got)).astype(int)
