@@ -330,6 +330,19 @@ def test_page_in_a_real_browser(live_server, tmp_path):
             page.click(".card .zoom")
             assert "actual" in page.get_attribute(".card .pair", "class")
             assert page.inner_text(".card .zoom") == "Fit to width"
+            # a zip of two images at another intensity
+            page.locator("#intensity").fill("3")
+            assert page.inner_text("#intensity-name") == "strongest"
+            pack = tmp_path / "pack.zip"
+            with zipfile.ZipFile(pack, "w") as z:
+                z.writestr("a.png", _png(rgb[:64, :64]))
+                z.writestr("sub/b.png", _png(rgb[64:, 64:]))
+                z.writestr("notes.txt", b"skipped")
+            page.set_input_files("#files", str(pack))
+            page.wait_for_selector("text=2 of 2 images protected", timeout=60_000)
+            assert page.locator(".card").count() == 2
+            assert "strongest" in page.inner_text(".card >> nth=1")
+            assert "notes.txt: skipped, not an image file name" in page.inner_text("#errors")
         finally:
             browser.close()
     out = np.asarray(Image.open(got)).astype(int)
