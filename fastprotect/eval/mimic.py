@@ -1,0 +1,391 @@
+"""The mimicry test: DreamBooth-LoRA fine-tuning on clean and on protected images.
+
+What the paper measures, and what a protection is for: fine-tune a text-to-image model
+with LoRA on an artist's images (DreamBooth: one rare token, ``sks``, bound to the set),
+sample with fixed prompts and seeds, and score the samples. Done twice from the same base
+model, once on the clean images and once on their protected versions; protection works
+when the second set of samples is further from the artist's images (higher FID) and of
+lower quality (lower CLIP-IQA), while the protected images themselves stay close to the
+originals (low DISTS).
+
+- Fine-tuning (:func:`finetune_lora`): LoRA adapters (peft) on the UNet's attention
+  projections, AdamW, the noise-prediction loss of the model's own scheduler (epsilon or
+  v-prediction), latents from the pipeline's own VAE, the text encoder frozen. SD-1.5
+  class pipelines (the paper's setting) and SDXL (two text encoders, pooled embeddings,
+  size conditioning).
+- Sampling (:func:`sample`): each prompt with each seed, the pipeline's own scheduler.
+- Scores (:func:`build_metrics`, torchmetrics): FID of each run's samples against the
+  clean training images (Inception-v3 features; higher = better protection, the paper's
+  FID); CLIP-IQA of each run's samples (no reference; lower = better protection); DISTS
+  of each protected training image against its clean original (the paper's DISTS: how
+  visible the protection is; lower = less visible). All three download weights on first
+  use.
+
+:func:`run_mimicry` ties these together and writes ``results.json`` and the samples;
+``tools/mimic_lora.py`` is its command line and ``tools/report.py`` renders the JSON.
+
+Tested in this repository only on a tiny, randomly initialised pipeline built inside the
+test (no downloads); it has not been run on real weights here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: what the DreamBooth token stands for in the default prompts
+INSTANCE_PROMPT = "an artwork in sks style"
+PROMPTS = (
+    "an artwork in sks style",
+    "a portrait of a woman in sks style",
+    "a landscape with a river in sks style",
+    "a cat on a sofa in sks style",
+)
+ADAPTER = "mimicry"
+
+
+@dataclass
+class MimicSettings:
+    """The fine-tuning and sampling recipe (defaults: a common SD-1.5 DreamBooth-LoRA
+    setting; the paper fine-tunes SD-1.5 with LoRA and reports FID and DISTS)."""
+
+    instance_prompt: str = INSTANCE_PROMPT
+    prompts: Sequence[str] = PROMPTS
+    seeds: Sequence[int] = (0, 1, 2, 3)
+    resolution: int = 512
+    steps: int = 500
+    lr: float = 1e-4
+    rank: int = 8
+    batch_size: int = 1
+    inference_steps: int = 30
+    guidance_scale: float = 7.5
+    seed: int = 0
+
+
+@dataclass
+class RunResult:
+    """One fine-tuning run: its images, loss curve, samples and scores."""
+
+    images: int
+    losses: list[float] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def load_pipeline(base: str, kind: str = "sd15", device: str = "cpu", dtype=torch.float32):
+    """A diffusers pipeline from a hub id or a local folder (``save_pretrained``)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    cls = {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[kind]
+    kwargs = {"safety_checker": None, "requires_safety_checker": False} if kind == "sd15" else {}
+    pipe = cls.from_pretrained(base, dtype=dtype, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def read_images(folder: str | Path, resolution: int) -> Tensor:
+    """Every image under ``folder`` (sorted), centre-cropped to a square and resized to
+    ``resolution`` (antialiased bicubic): ``Nx3xRxR`` in [0, 1]."""
+    from ..imageio import load_image
+    from ..protect import PROTECT_EXTENSIONS
+
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PROTECT_EXTENSIONS)
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no images")
+    out = []
+    for p in paths:
+        x = load_image(p).rgb
+        s = min(x.shape[-2:])
+        top, left = (x.shape[-2] - s) // 2, (x.shape[-1] - s) // 2
+        x = x[:, top : top + s, left : left + s][None]
+        x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", antialias=True)
+        out.append(x.clamp(0, 1))
+    return torch.cat(out)
+
+
+def _text_conditioning(pipe, prompt: str, batch: int, resolution: int) -> dict[str, Tensor]:
+    """The UNet's text (and, for SDXL, size) conditioning of ``prompt``, repeated ``batch``
+    times; the text encoders are frozen, so this is computed once."""
+    device = pipe.unet.device
+    with torch.no_grad():
+        if hasattr(pipe, "text_encoder_2"):  # SDXL
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
+            size = (resolution, resolution)
+            time_ids = torch.tensor([[*size, 0, 0, *size]], device=device, dtype=embeds.dtype)
+            return {
+                "encoder_hidden_states": embeds.repeat(batch, 1, 1),
+                "added_cond_kwargs": {
+                    "text_embeds": pooled.repeat(batch, 1),
+                    "time_ids": time_ids.repeat(batch, 1),
+                },
+            }
+        embeds, _ = pipe.encode_prompt(
+            prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        return {"encoder_hidden_states": embeds.repeat(batch, 1, 1)}
+
+
+def finetune_lora(
+    pipe,
+    images: Tensor,
+    settings: MimicSettings,
+    progress: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Add a LoRA adapter to ``pipe.unet`` and fine-tune it on ``images`` (``Nx3xRxR`` in
+    [0, 1]) with the DreamBooth prompt; returns the loss of every step."""
+    from diffusers import DDPMScheduler
+    from peft import LoraConfig
+
+    unet, vae = pipe.unet, pipe.vae
+    device, dtype = unet.device, unet.dtype
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    unet.requires_grad_(False)
+    vae.requires_grad_(False)
+    unet.add_adapter(
+        LoraConfig(
+            r=settings.rank,
+            lora_alpha=settings.rank,
+            init_lora_weights="gaussian",
+            target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+        ),
+        adapter_name=ADAPTER,
+    )
+    params = [p for p in unet.parameters() if p.requires_grad]
+    # the adapter trains in float32 even when the pipeline runs in half precision
+    for p in params:
+        p.data = p.data.float()
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-2)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    with torch.no_grad():
+        dist = [vae.encode((x[None] * 2 - 1).to(device, dtype)).latent_dist for x in images]
+    scale = vae.config.scaling_factor
+    cond = _text_conditioning(
+        pipe, settings.instance_prompt, settings.batch_size, settings.resolution
+    )
+    losses = []
+    unet.train()
+    for step in range(settings.steps):
+        idx = torch.randint(len(images), (settings.batch_size,), generator=generator)
+        latents = (
+            torch.cat(
+                [
+                    dist[i].mean
+                    + dist[i].std
+                    * torch.randn(dist[i].mean.shape, generator=generator).to(device, dtype)
+                    for i in idx
+                ]
+            )
+            * scale
+        )
+        noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
+        t = torch.randint(
+            scheduler.config.num_train_timesteps, (settings.batch_size,), generator=generator
+        ).to(device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, t)
+        else:
+            target = noise
+        pred = unet(noisy, t, **cond).sample
+        loss = F.mse_loss(pred.float(), target.float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"the LoRA loss is {losses[-1]} at step {step}")
+        if progress:
+            progress(step, losses[-1])
+    unet.eval()
+    return losses
+
+
+@torch.no_grad()
+def sample(pipe, settings: MimicSettings) -> list:
+    """One PIL image per (prompt, seed), prompts outer, at ``settings.resolution``."""
+    images = []
+    for prompt in settings.prompts:
+        for seed in settings.seeds:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            out = pipe(
+                prompt,
+                num_inference_steps=settings.inference_steps,
+                guidance_scale=settings.guidance_scale,
+                height=settings.resolution,
+                width=settings.resolution,
+                generator=generator,
+                output_type="pil",
+            )
+            images.append(out.images[0])
+    return images
+
+
+def remove_adapter(pipe) -> None:
+    """Take the fine-tuned adapter out, so the next run starts from the base model."""
+    pipe.unet.unload_lora()
+
+
+# --- scores ----------------------------------------------------------------------------------
+
+#: ``(images, references) -> score``; FID and CLIP-IQA score a run's samples (references:
+#: the clean training images), DISTS scores the protected inputs against the clean ones
+Metric = Callable[[Tensor, Tensor], float]
+METRICS = ("fid", "dists", "clip_iqa")
+#: the scores of the inputs rather than of a run's samples
+INPUT_METRICS = ("dists",)
+
+
+def _fid(features: torch.nn.Module | int = 2048) -> Metric:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    def score(samples: Tensor, references: Tensor) -> float:
+        fid = FrechetInceptionDistance(feature=features, normalize=True)
+        fid.update(references, real=True)
+        fid.update(samples, real=False)
+        return float(fid.compute())
+
+    return score
+
+
+def _dists() -> Metric:
+    from torchmetrics.image.dists import DeepImageStructureAndTextureSimilarity
+
+    metric = DeepImageStructureAndTextureSimilarity()
+
+    @torch.no_grad()
+    def score(protected: Tensor, clean: Tensor) -> float:
+        return float(metric(protected, clean))  # pairs, averaged
+
+    return score
+
+
+def _clip_iqa() -> Metric:
+    from torchmetrics.multimodal import CLIPImageQualityAssessment
+
+    metric = CLIPImageQualityAssessment(data_range=1.0)
+
+    @torch.no_grad()
+    def score(samples: Tensor, references: Tensor) -> float:
+        return float(metric(samples).mean())
+
+    return score
+
+
+def build_metrics(
+    names: Sequence[str], fid_features: torch.nn.Module | None = None
+) -> dict[str, Metric]:
+    """The named scores; ``fid_features`` replaces FID's Inception-v3 (tests use a small
+    random network so that nothing is downloaded)."""
+    unknown = set(names) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; known: {', '.join(METRICS)}")
+    makers = {
+        "fid": lambda: _fid(fid_features if fid_features is not None else 2048),
+        "dists": _dists,
+        "clip_iqa": _clip_iqa,
+    }
+    return {n: makers[n]() for n in names}
+
+
+# --- the whole test --------------------------------------------------------------------------
+
+
+def _to_tensor(images: list) -> Tensor:
+    import numpy as np
+
+    return torch.stack(
+        [
+            torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float() / 255
+            for im in images
+        ]
+    )
+
+
+def run_mimicry(
+    pipe,
+    clean: str | Path,
+    protected: str | Path,
+    out: str | Path,
+    settings: MimicSettings,
+    metrics: dict[str, Metric],
+    base: str = "",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fine-tune on ``clean`` and, from the same base, on ``protected``; sample and score
+    both against the clean images; write ``out/results.json`` and ``out/{clean,protected}/``
+    samples. Returns the results document."""
+    out = Path(out)
+    reference = read_images(clean, settings.resolution)
+    runs: dict[str, RunResult] = {}
+    for name, folder in (("clean", clean), ("protected", protected)):
+        images = read_images(folder, settings.resolution)
+        log(f"mimic: fine-tuning on {len(images)} {name} images, {settings.steps} steps")
+        t0 = time.perf_counter()
+        every = max(1, settings.steps // 10)
+
+        def progress(step: int, loss: float, name=name, every=every) -> None:
+            if (step + 1) % every == 0 or step + 1 == settings.steps:
+                log(f"mimic: {name} step {step + 1}/{settings.steps} loss {loss:.4f}")
+
+        result = RunResult(images=len(images))
+        result.losses = finetune_lora(pipe, images, settings, progress)
+        log(f"mimic: sampling {len(settings.prompts)} prompts x {len(settings.seeds)} seeds")
+        samples = sample(pipe, settings)
+        remove_adapter(pipe)
+        folder_out = out / name
+        folder_out.mkdir(parents=True, exist_ok=True)
+        for k, im in enumerate(samples):
+            path = (
+                folder_out
+                / f"p{k // len(settings.seeds)}_s{settings.seeds[k % len(settings.seeds)]}.png"
+            )
+            im.save(path)
+            result.samples.append(str(path.relative_to(out)))
+        x = _to_tensor(samples)
+        for metric, fn in metrics.items():
+            if metric not in INPUT_METRICS:
+                result.metrics[metric] = fn(x, reference)
+                log(f"mimic: {name} {metric} {result.metrics[metric]:.4f}")
+        result.seconds = time.perf_counter() - t0
+        runs[name] = result
+    inputs: dict[str, Any] = {}
+    for metric in set(metrics) & set(INPUT_METRICS):
+        prot = read_images(protected, settings.resolution)
+        if len(prot) != len(reference):
+            inputs[metric] = None
+            log(
+                f"mimic: {metric} not scored: {len(prot)} protected against {len(reference)} "
+                "clean images (they are paired by sorted file name)"
+            )
+            continue
+        inputs[metric] = metrics[metric](prot, reference)
+        log(f"mimic: {metric} of the protected inputs against the clean ones {inputs[metric]:.4f}")
+    doc = {
+        "kind": "mimicry",
+        "base": base,
+        "pipeline": type(pipe).__name__,
+        "clean": str(clean),
+        "protected": str(protected),
+        "settings": {
+            **asdict(settings),
+            "prompts": list(settings.prompts),
+            "seeds": list(settings.seeds),
+        },
+        "metrics": list(metrics),
+        "runs": {k: asdict(v) for k, v in runs.items()},
+        "inputs": inputs,
+    }
+    (out / "results.json").write_text(json.dumps(doc, indent=1))
+    return doc
