@@ -488,6 +488,15 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from PIL import Image
+
+    bomb = Image.MAX_IMAGE_PIXELS  # Pillow refuses larger images as possible bombs first
+    if not 1 <= args.max_pixels <= bomb:
+        print(f"fastprotect: error: --max-pixels must be 1 to {bomb:,}", file=sys.stderr)
+        return 2
+    if not args.max_upload_mb > 0:
+        print("fastprotect: error: --max-upload-mb must be above 0", file=sys.stderr)
+        return 2
     try:
         return serve(args.host, args.port, args.model, args.max_pixels, args.max_upload_mb)
     except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug

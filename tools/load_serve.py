@@ -12,7 +12,10 @@ temp folder, then measures, printing a table you can paste:
    or upload limit, animated, broken zip, ...): how many got a clear 4xx error with a
    message, how many crashed the request or the server, and the files left in the
    server's temp folder;
-5. the server's peak resident memory (VmHWM) over the whole run.
+5. two concurrent ``--huge-size`` PNGs (4096x4096 by default), the largest the server
+   takes by default;
+6. the server's peak resident memory (VmHWM) after the concurrent phase and over the
+   whole run.
 
 The images are scikit-image's astronaut photo, resized (real content, not noise).
 
@@ -125,6 +128,9 @@ def main() -> int:
     ap.add_argument("--single-size", type=int, default=2048, help="side of the large image")
     ap.add_argument("--single", type=int, default=5, help="round trips of the large image")
     ap.add_argument("--malformed", type=int, default=20, help="bad uploads to send")
+    ap.add_argument(
+        "--huge-size", type=int, default=4096, help="two concurrent SIZE^2 PNGs (0: skip)"
+    )
     ap.add_argument("--max-upload-mb", type=float, default=64)
     args = ap.parse_args()
 
@@ -185,6 +191,20 @@ def main() -> int:
         )
         code, _, s = post(port, "/api/protect", img)
         rows.append(("a new request afterwards", f"HTTP {code} in {s:.2f} s", ""))
+        rows.append(("server peak RSS so far", f"{peak_rss_mb(server.pid):.0f} MB", ""))
+
+        if args.huge_size:
+            huge = png_of(args.huge_size)
+            with ThreadPoolExecutor(2) as pool:
+                both = list(pool.map(lambda _: post(port, "/api/protect", huge), range(2)))
+            rows.append(
+                (
+                    f"2 clients x 1 x {args.huge_size}^2 PNG ({len(huge) / 1e6:.1f} MB)",
+                    ", ".join(f"HTTP {c} in {t:.2f} s" for c, _, t in both),
+                    f"server peak RSS {peak_rss_mb(server.pid):.0f} MB",
+                )
+            )
+            errors += [(c, b[:200]) for c, b, _ in both if c != 200]
 
         cases = malformed_uploads(int(args.max_upload_mb * 2**20))
         clear, crashed, unclear = 0, [], []
@@ -210,7 +230,7 @@ def main() -> int:
                 f"server alive: {alive == 200}; files left in its temp folder: {len(left)}",
             )
         )
-        rows.append(("server peak RSS", f"{peak_rss_mb(server.pid):.0f} MB", ""))
+        rows.append(("server peak RSS, whole run", f"{peak_rss_mb(server.pid):.0f} MB", ""))
     finally:
         server.terminate()
         server.wait(30)

@@ -67,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"any of {', '.join(METRICS)}, or none (default: all; each downloads weights once)",
     )
     ap.add_argument("--device", help="default: cuda when available, else cpu")
-    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    ap.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="pipeline precision; bfloat16 on GPUs that have it (float16 is not offered: "
+        "LoRA training in float16 needs a gradient scaler, which this harness does not use)",
+    )
     ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT/results.json")
     args = ap.parse_args(argv)
 
@@ -89,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ModuleNotFoundError) as e:
         print(f"mimic: {e}", file=sys.stderr)
         return 2
-    protected = args.protected
+    protected, protected_by = args.protected, None
     if protected is None:
         from fastprotect.protect import load_protector, plan, protect_files
 
         protected = args.out / "protected_inputs"
         protector, strength = load_protector(args.model)
+        protected_by = f"fastprotect protect --model {args.model or '(shipped)'} ({strength})"
         jobs, problems = plan([str(args.clean)], protected, "png")
-        summary = protect_files(protector, jobs, skip_existing=True)
+        summary = protect_files(protector, jobs, overwrite=True)  # never stale inputs
         print(
             f"mimic: protected inputs ({strength} strength map): {summary.line()}", file=sys.stderr
         )
@@ -119,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     base = args.base or DEFAULT_BASE[args.kind]
     pipe = load_pipeline(base, args.kind, device, getattr(torch, args.dtype))
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    doc = run_mimicry(pipe, args.clean, protected, args.out, settings, scorers, base, log)
+    doc = run_mimicry(
+        pipe, args.clean, protected, args.out, settings, scorers, base, log, protected_by
+    )
     for name, run in doc["runs"].items():
         scores = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items()) or "not scored"
         print(f"mimic: {name}: final loss {run['losses'][-1]:.4f}; {scores}", file=sys.stderr)

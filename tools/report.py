@@ -445,8 +445,9 @@ def render_mimicry(doc: dict, source: str, made_by: str, grid: str | None) -> st
         out += [
             "",
             f"DISTS of the protected training images against the clean ones: "
-            f"{_fmt(dists, '.4f')} (lower = less visible; the paper reports 0.149-0.186 for "
-            "FastProtect at 512 px).",
+            f"{_fmt(dists, '.4f')}, both centre-cropped and resized to {s['resolution']} px "
+            "(lower = less visible; the paper reports 0.149-0.186 for FastProtect on 512x512 "
+            "images).",
         ]
     if grid:
         out += ["", f"![Samples: clean fine-tune above, protected below]({grid})"]

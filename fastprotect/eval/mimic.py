@@ -168,8 +168,18 @@ def finetune_lora(
         p.data = p.data.float()
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-2)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    prediction = scheduler.config.prediction_type
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ValueError(
+            f"the base model predicts {prediction!r}; epsilon and v_prediction are supported"
+        )
+    # SDXL's VAE overflows in float16 (its config says force_upcast): encode in float32
+    vae_dtype = torch.float32 if getattr(vae.config, "force_upcast", False) else vae.dtype
+    vae_was = vae.dtype
+    vae.to(dtype=vae_dtype)
     with torch.no_grad():
-        dist = [vae.encode((x[None] * 2 - 1).to(device, dtype)).latent_dist for x in images]
+        dist = [vae.encode((x[None] * 2 - 1).to(device, vae_dtype)).latent_dist for x in images]
+    vae.to(dtype=vae_was)
     scale = vae.config.scaling_factor
     cond = _text_conditioning(
         pipe, settings.instance_prompt, settings.batch_size, settings.resolution
@@ -183,18 +193,18 @@ def finetune_lora(
                 [
                     dist[i].mean
                     + dist[i].std
-                    * torch.randn(dist[i].mean.shape, generator=generator).to(device, dtype)
+                    * torch.randn(dist[i].mean.shape, generator=generator).to(device, vae_dtype)
                     for i in idx
                 ]
             )
             * scale
-        )
+        ).to(dtype)
         noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
         t = torch.randint(
             scheduler.config.num_train_timesteps, (settings.batch_size,), generator=generator
         ).to(device)
         noisy = scheduler.add_noise(latents, noise, t)
-        if scheduler.config.prediction_type == "v_prediction":
+        if prediction == "v_prediction":
             target = scheduler.get_velocity(latents, noise, t)
         else:
             target = noise
@@ -322,15 +332,19 @@ def run_mimicry(
     metrics: dict[str, Metric],
     base: str = "",
     log: Callable[[str], None] = print,
+    protected_by: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune on ``clean`` and, from the same base, on ``protected``; sample and score
     both against the clean images; write ``out/results.json`` and ``out/{clean,protected}/``
-    samples. Returns the results document."""
+    samples. ``protected_by`` records what protected the images. Returns the results
+    document."""
     out = Path(out)
-    reference = read_images(clean, settings.resolution)
+    # both sets are read before any training: a bad folder fails at once
+    sets = {"clean": read_images(clean, settings.resolution)}
+    sets["protected"] = read_images(protected, settings.resolution)
+    reference = sets["clean"]
     runs: dict[str, RunResult] = {}
-    for name, folder in (("clean", clean), ("protected", protected)):
-        images = read_images(folder, settings.resolution)
+    for name, images in sets.items():
         log(f"mimic: fine-tuning on {len(images)} {name} images, {settings.steps} steps")
         t0 = time.perf_counter()
         every = max(1, settings.steps // 10)
@@ -362,7 +376,7 @@ def run_mimicry(
         runs[name] = result
     inputs: dict[str, Any] = {}
     for metric in set(metrics) & set(INPUT_METRICS):
-        prot = read_images(protected, settings.resolution)
+        prot = sets["protected"]
         if len(prot) != len(reference):
             inputs[metric] = None
             log(
@@ -378,6 +392,7 @@ def run_mimicry(
         "pipeline": type(pipe).__name__,
         "clean": str(clean),
         "protected": str(protected),
+        "protected_by": protected_by,
         "settings": {
             **asdict(settings),
             "prompts": list(settings.prompts),
