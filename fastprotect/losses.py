@@ -194,6 +194,58 @@ class VisibilityLoss(LossTerm):
         }
 
 
+class PurificationRobustLoss(LossTerm):
+    """Expectation over an IMPRESS-like purification: ``||E(P(x_hat)) - z_y^t||^2``.
+
+    IMPRESS (Cao et al., NeurIPS 2023) removes a perturbation by making the image
+    consistent with the autoencoder: it lowers ``||D(E(x')) - x'||^2`` while staying near the
+    protected image. ``P`` here is a cheap, differentiable stand-in: ``steps`` signed
+    gradient steps of ``step`` on that consistency loss, starting at ``x_hat``, with each
+    step's direction computed without a graph and added as a constant (straight-through),
+    so the gradient of this term reaches the perturbation through ``x_hat`` itself. The
+    encoder's own decoder (TAESD family) is loaded on first use and never saved with the
+    model or its checkpoints. Per step: one encoder and decoder pass with their backward,
+    then one encoder pass for the term.
+
+    Args:
+        weight: multiplier in the total loss.
+        steps: purification steps.
+        step: size of each (L-inf), in [0, 1] image units.
+    """
+
+    name = "purify"
+
+    def __init__(self, weight: float = 1.0, steps: int = 2, step: float = 4 / 255) -> None:
+        super().__init__(weight)
+        if steps < 1 or not 0 < step <= 1:
+            raise ValueError(f"need steps >= 1 and 0 < step <= 1, got {steps}, {step}")
+        self.steps, self.step = int(steps), float(step)
+        self._decoder: list[nn.Module] = []  # a list: kept out of state_dict and checkpoints
+
+    def decoder(self, encoder: Encoder) -> nn.Module:
+        if not self._decoder:
+            from .encoders.taesd import TinyAutoencoderDecoder, TinyAutoencoderEncoder
+
+            if not isinstance(encoder, TinyAutoencoderEncoder):
+                raise ValueError("the purification term needs a TAESD-family encoder")
+            self._decoder.append(TinyAutoencoderDecoder(encoder.variant))
+        return self._decoder[0]
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        decoder = self.decoder(inputs.encoder).to(inputs.x_hat.device)
+        purified = inputs.x_hat
+        for _ in range(self.steps):
+            with torch.enable_grad():
+                x = purified.detach().requires_grad_(True)
+                consistency = F.mse_loss(decoder(inputs.encoder.latent(x)), x)
+                (grad,) = torch.autograd.grad(consistency, x)
+            purified = (purified - self.step * grad.sign()).clamp(0, 1)
+        return F.mse_loss(inputs.encoder.latent(purified), inputs.target_latent)
+
+    def describe(self, encoder: Encoder) -> dict:
+        return {**super().describe(encoder), "steps": self.steps, "step": self.step}
+
+
 def default_losses() -> list[LossTerm]:
     """The full recipe: z-space term plus the multi-layer term with ``lambda = 1``."""
     return [LatentLoss(1.0), MultiLayerLoss(1.0)]

@@ -11,8 +11,8 @@ recipe, not the evaluation (``fastprotect evaluate --view``).
 
     python tools/view_ab.py '{"vis": 1.0, "smin": 0.5}' --name A --steps 60
 
-JSON keys: ``vis`` (VisibilityLoss weight; absent: no term), ``lf`` (its low-frequency
-weight), ``smin`` (train through the JND map), ``views`` (false: a legacy canvas),
+JSON keys: ``vis`` (VisibilityLoss weight; absent: no term), ``chroma`` and ``lf`` (its colour
+and low-frequency weights), ``smin`` (train through the JND map), ``views`` (false: a legacy canvas),
 ``va`` (AttackerViews arguments), ``targets``, ``lr``.
 """
 
@@ -53,7 +53,11 @@ def _crops(images, n: int, g: torch.Generator) -> torch.Tensor:
 def _model(cfg: dict) -> MoPModule:
     losses = [LatentLoss(), MultiLayerLoss()]
     if cfg.get("vis"):
-        losses.append(VisibilityLoss(cfg["vis"], low_frequency=cfg.get("lf", 1.0)))
+        losses.append(
+            VisibilityLoss(
+                cfg["vis"], chroma=cfg.get("chroma", 1.0), low_frequency=cfg.get("lf", 1.0)
+            )
+        )
     views = cfg.get("views", True)
     return MoPModule(
         build_encoder("taef2"),
