@@ -93,3 +93,47 @@ def test_plot_curves_reads_a_csv_log_and_prints_first_and_last(tmp_path, capsys)
     assert "val/latent_pull: 0.7000 (step 99), 0.6000 (step 199)" in text
     assert Image.open(out).size[0] > 0
     assert plot_curves.main([str(log), "--out", str(out)]) == 2  # never overwrites
+
+
+def test_paired_comparison_pairs_by_image(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    rows, summary = [], []
+    values = {"none": (0.0, 0.0), "a": (1.0, 3.0), "b": (1.5, 2.9)}  # per image: img0, img1
+    for m, (v0, v1) in values.items():
+        for i, v in enumerate((v0, v1)):
+            rows.append(
+                {
+                    "method": m,
+                    "transform": "clean",
+                    "view": 512,
+                    "image": f"img{i}",
+                    "disruption_db": v,
+                }
+            )
+        summary.append(
+            {
+                "method": m,
+                "transform": "clean",
+                "domain": "all",
+                "view": 512,
+                "psnr": 30.0,
+                "lf_psnr": 40.0,
+            }
+        )
+    doc = {
+        "settings": {"methods": ["a", "b"], "transforms": ["clean"]},
+        "rows": rows,
+        "summary": summary,
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    tool = [sys.executable, str(REPO / "tools" / "paired.py"), str(path)]
+    out = subprocess.run([*tool, "a", "b"], capture_output=True, text=True, check=True).stdout
+    # b - a per image: +0.5 and -0.1; mean +0.2, population sd 0.3, higher on 1 of 2
+    assert "clean view 512: unprotected 0.00 | a 2.00 | b 2.20 | b - a +0.20 dB " in out
+    assert "(sd 0.30; higher on 1 of 2 images)" in out
+    bad = subprocess.run([*tool, "a", "c"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no method 'c'" in bad.stderr
