@@ -11,9 +11,9 @@ recipe, not the evaluation (``fastprotect evaluate --view``).
 
     python tools/view_ab.py '{"vis": 1.0, "smin": 0.5}' --name A --steps 60
 
-JSON keys: ``vis`` (VisibilityLoss weight; absent: no term), ``chroma`` and ``lf`` (its colour
-and low-frequency weights), ``smin`` (train through the JND map), ``views`` (false: a legacy canvas),
-``va`` (AttackerViews arguments), ``targets``, ``lr``.
+JSON keys: ``vis`` (VisibilityLoss weight; absent: no term), ``chroma`` and ``lf`` (its
+colour and low-frequency weights), ``smin`` (train through the JND map), ``views`` (false:
+a legacy canvas), ``va`` (AttackerViews arguments), ``targets``, ``lr``.
 """
 
 from __future__ import annotations
