@@ -268,11 +268,9 @@ def save_image(
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; one of {list(FORMATS)}")
+    out, kwargs = _encoded(image, rgb, fmt, quality)  # checks fmt first
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; not overwriting")
-    out, kwargs = _encoded(image, rgb, fmt, quality)
     # without overwrite: link, not replace, so a file that appeared meanwhile is kept
     with atomic_output(path, overwrite=overwrite) as tmp:
         out.save(tmp, **kwargs)

@@ -63,7 +63,20 @@ def load_protector(
         The protector and the name of the strength map that runs (``off`` when none).
     """
     mop, doc = load_model(resolve_model(model))
-    encoder = encoder_from_identity(doc["encoder"])
+    return configure(encoder_from_identity(doc["encoder"]), mop, doc, strength, s_min, s_max)
+
+
+def configure(
+    encoder,
+    mop,
+    doc: dict,
+    strength: str = "auto",
+    s_min: float | None = None,
+    s_max: float = 1.0,
+) -> tuple[Protector, str]:
+    """A protector of a loaded model (its encoder, mixture and file header ``doc``) at one
+    strength setting; :func:`load_protector`'s arguments. Protectors of one model may share
+    its encoder and mixture (the web server builds one per intensity)."""
     if s_min is None:  # the model's own, never above the s_max asked for
         s_min = min(float(doc.get("inference", {}).get("s_min", DEFAULT_S_MIN)), s_max)
     if strength == "off":

@@ -56,6 +56,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .encoders import encoder_from_identity
 from .imageio import (
     UPLOAD_FORMATS,
     ImageReadError,
@@ -64,8 +65,10 @@ from .imageio import (
     load_image,
     to_uint8,
 )
-from .protect import PROTECT_EXTENSIONS, fallback_notes, load_protector
+from .modelfile import load_model
+from .protect import PROTECT_EXTENSIONS, configure, fallback_notes
 from .protector import Protector
+from .release import resolve_model
 
 #: the largest image protected: 4096x4096 (16.8 million pixels), which protects within
 #: 2 GB of memory (docs/performance.md)
@@ -203,6 +206,9 @@ class Service:
         self._lock = threading.Lock()
         self._protectors: dict[str, Protector] = {}
         self.strength_map = ""
+        # the model file and its encoder are loaded once; each intensity shares them
+        mop, self._doc = load_model(resolve_model(model))
+        self._model = (encoder_from_identity(self._doc["encoder"]), mop)
         # load the default setting now: a bad model file fails at start, not on first use
         self.protector(DEFAULT_INTENSITY)
         self.decoder = self._load_decoder() if decoder else None
@@ -225,7 +231,7 @@ class Service:
         if intensity not in self._protectors:
             i = INTENSITIES[intensity]
             with fallback_notes() as notes:
-                protector, name = load_protector(self.model, i.strength, i.s_min, i.s_max)
+                protector, name = configure(*self._model, self._doc, i.strength, i.s_min, i.s_max)
             self.notes.extend(n for n in notes if n not in self.notes)
             if intensity == DEFAULT_INTENSITY:
                 self.strength_map = name

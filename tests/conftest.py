@@ -49,3 +49,14 @@ def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
         "--trainer.enable_progress_bar=false",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory):
+    """A tiny model file (configs/tiny.yaml, 3 steps on the shared objects), trained once per
+    test session and shared by the tests that only read it."""
+    from fastprotect.cli import main
+
+    tmp = tmp_path_factory.mktemp("model")
+    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
+    return tmp / "model.safetensors"

@@ -20,13 +20,6 @@ from .conftest import DATA, REPO, needs_data, needs_weights, tiny_args
 TRANSFORMS = {"clean", "jpeg75", "jpeg90", "resize0.5", "blur1", "noise0.05"}
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
-    return tmp / "model.safetensors"
-
-
 def _evaluate(model, out, *extra):
     return main([
         "evaluate", str(DATA / "objects"), "--method", f"mop:{model}", "--method", "pgd:2",

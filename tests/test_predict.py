@@ -14,16 +14,9 @@ from fastprotect.cli import main
 from fastprotect.predict import ProtectDataset
 from fastprotect.protect import Job
 
-from .conftest import REPO, needs_data, tiny_args
+from .conftest import REPO, needs_data
 
 CONFIG = REPO / "configs" / "protect.yaml"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
-    return tmp / "model.safetensors"
 
 
 def _rgb(h=40, w=56, seed=0) -> np.ndarray:

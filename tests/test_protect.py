@@ -11,16 +11,9 @@ from PIL import Image, ImageCms
 from fastprotect.cli import main
 from fastprotect.imageio import ImageReadError, load_image
 
-from .conftest import needs_data, tiny_args
+from .conftest import needs_data
 
 EIGHT = 8  # eta = 8/255 in configs/tiny.yaml, s_max = 1
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
-    return tmp / "model.safetensors"
 
 
 def _rgb(h=40, w=56, seed=0) -> np.ndarray:

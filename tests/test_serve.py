@@ -19,16 +19,9 @@ from PIL import Image
 from fastprotect.cli import main
 from fastprotect.serve import INTENSITIES, Service, create_app, is_loopback, protected_name
 
-from .conftest import needs_data, needs_weights, tiny_args
+from .conftest import needs_data, needs_weights
 
 EIGHT = 8  # eta = 8/255 in configs/tiny.yaml
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    assert main(["fit", *tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")]) == 0
-    return tmp / "model.safetensors"
 
 
 @pytest.fixture(scope="module")
