@@ -26,8 +26,9 @@ from .mop import MixtureOfPerturbations, MoPConfig
 
 FORMAT = "fastprotect-mop"
 #: the newest format this code reads: v2 adds ``config.view`` (periodic canvases at the
-#: attacker's scale); models without a view are still written as v1
-FORMAT_VERSION = 2
+#: attacker's scale), v3 ``config.isoluminant``; each model is written in the oldest
+#: version that holds it (:func:`format_version`)
+FORMAT_VERSION = 3
 TENSORS = ("global_delta", "group_delta", "centroids", "target_entropy", "targets")
 #: tensors stored as float16 in the compact form (the centroids stay float32, so the
 #: nearest-centroid choice is exactly the full model's)
@@ -36,6 +37,14 @@ STORAGES = ("float32", "float16")
 #: the lowest strength of the adaptive map for models that do not name their own
 DEFAULT_S_MIN = 0.5
 REDUCTION = "adaptive_avg_pool2d(z, latent_grid) then flatten: C * latent_grid**2 features"
+
+
+def format_version(config: MoPConfig) -> int:
+    """The oldest format that can hold ``config``, so older readers refuse only what they
+    would get wrong: 1 stretched perturbations, 2 view canvases, 3 isoluminant ones."""
+    if config.isoluminant:
+        return 3
+    return 2 if config.view else 1
 
 
 def save_model(
@@ -65,7 +74,7 @@ def save_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT,
-        "format_version": 2 if mop.config.view else 1,
+        "format_version": format_version(mop.config),
         "config": mop.config.to_dict(),
         "encoder": encoder,
         "reduction": REDUCTION,

@@ -42,6 +42,8 @@ class MoPModule(L.LightningModule):
             whose perturbations are stretched to each image.
         views: the expectation over the attacker's view used in training (a view model's
             default: :class:`~fastprotect.views.AttackerViews` with its defaults).
+        isoluminant: perturbations that change colour only, never luma
+            (:class:`~fastprotect.mop.MoPConfig`).
         strength_s_min: train through the inference strength map: each crop's perturbation
             is scaled by the weights-free JND map with this ``s_min`` (``None``: full strength).
         model_file: where ``fit`` writes the model (default
@@ -65,6 +67,7 @@ class MoPModule(L.LightningModule):
         latent_grid: int = 4,
         view: int = 0,
         views: AttackerViews | None = None,
+        isoluminant: bool = False,
         strength_s_min: float | None = None,
         model_file: str | None = None,
     ) -> None:
@@ -92,6 +95,7 @@ class MoPModule(L.LightningModule):
             latent_grid=latent_grid,
             latent_channels=encoder.latent_channels,
             view=view,
+            isoluminant=isoluminant,
         )
         self.mop = MixtureOfPerturbations(config)
         with torch.no_grad():

@@ -5,7 +5,8 @@ perturbations ``delta_k^t`` (``3xRxR`` each), the assignment centroids ``A_t`` (
 the target's latent entropy ``H(z_y^t)``. Each perturbation lives in the ``eta/2`` L-inf
 ball (the global one gets the whole ``eta`` when ``K == 0``, i.e. a universal perturbation).
 With ``view > 0`` the perturbations (and targets) are periodic canvases in the attacker's
-view pixels (:mod:`fastprotect.views`).
+view pixels (:mod:`fastprotect.views`). With ``isoluminant`` the perturbation is a pure
+colour change: its luma part is removed before the budget is applied.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .filters import luma
 from .latents import latent_entropy, nearest, reduce_latent, resize_square, route
 from .views import canvas_to_image
 
@@ -37,6 +39,11 @@ class MoPConfig:
     #: periodic canvases of period ``resolution`` view pixels (fastprotect.views); 0: the
     #: legacy mapping, each perturbation stretched to the image
     view: int = 0
+    #: the perturbation changes colour only, never luma: ``delta - Y(delta)`` (``Y`` the
+    #: luma ``0.299 R + 0.587 G + 0.114 B``), clipped to the budget. The eye sees a
+    #: mid-frequency luma pattern where an isoluminant one of the same size goes unseen
+    #: (docs/evaluation.md, "Colour or luma")
+    isoluminant: bool = False
 
     @property
     def radius_global(self) -> float:
@@ -84,10 +91,14 @@ class MixtureOfPerturbations(nn.Module):
         self.group_delta.clamp_(-self.config.radius_group, self.config.radius_group)
 
     def perturbation(self, target: Tensor, group: Tensor) -> Tensor:
-        """``delta_g^t + delta_k^t`` for each sample, ``Bx3xRxR`` (``K == 0``: global only)."""
+        """``delta_g^t + delta_k^t`` for each sample, ``Bx3xRxR`` (``K == 0``: global only);
+        an isoluminant model's without its luma part, clipped to the budget ``eta``."""
         delta = self.global_delta[target]
         if self.config.groups > 0:
             delta = delta + self.group_delta[target, group]
+        if self.config.isoluminant:
+            eta = self.config.eta
+            delta = (delta - luma(delta)).clamp(-eta, eta)
         return delta
 
     def apply(self, x: Tensor, target: Tensor, group: Tensor) -> Tensor:

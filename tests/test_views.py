@@ -8,6 +8,7 @@ import torch
 
 from fastprotect.encoders import TINY_CONFIG, DiffusersVAEEncoder
 from fastprotect.export import export_protector, load_exported
+from fastprotect.filters import luma
 from fastprotect.losses import LatentLoss, VisibilityLoss
 from fastprotect.modelfile import load_model, read_header, save_model
 from fastprotect.module import MoPModule
@@ -245,3 +246,73 @@ def test_a_models_own_s_min_is_the_default_and_an_explicit_one_wins(tmp_path):
     assert read_header(kept)["inference"] == {"s_min": 0.8}
     changed = compact_copy(own, tmp_path / "new.safetensors", inference={"s_min": 0.7})
     assert load_protector(changed, "jnd")[0].s_min == 0.7
+
+
+def _isoluminant_mop(groups: int = 2) -> MixtureOfPerturbations:
+    mop = _view_mop(groups=groups)
+    mop.config.isoluminant = True
+    return mop
+
+
+@pytest.mark.parametrize("groups", [0, 2])
+def test_isoluminant_perturbation_has_no_luma_and_keeps_the_budget(groups):
+    mop = _isoluminant_mop(groups)
+    target, group = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]) * min(groups, 1)
+    delta = mop.perturbation(target, group)
+    eta = mop.config.eta
+    assert delta.abs().max() <= eta + 1e-7
+    # saturated random signs: the clip to the budget leaves some luma where a channel was
+    # cut; where none was, the luma change is zero
+    uncut = (delta.abs() < eta - 1e-7).all(1, keepdim=True)
+    y = luma(delta)
+    assert uncut.float().mean() > 0.2
+    assert y[uncut].abs().max() < 1e-7
+    # the full (unclipped) model would carry luma: the option is what removes it
+    mop.config.isoluminant = False
+    assert luma(mop.perturbation(target, group))[uncut].abs().max() > eta / 10
+
+
+def test_isoluminant_model_protects_without_changing_luma_on_mid_tones(encoder):
+    mop = _isoluminant_mop()
+    with torch.no_grad():  # a perturbation small enough that the budget clip never cuts
+        mop.global_delta.mul_(0.4)
+        mop.group_delta.mul_(0.4)
+    x = torch.rand(1, 3, 40, 70) * 0.5 + 0.25  # no clipping at 0 or 1 either
+    with torch.no_grad():
+        out = Protector(encoder, mop, JNDMap())(x)
+    assert (out - x).abs().max() > 1 / 255
+    assert (luma(out) - luma(x)).abs().max() < 1e-6
+
+
+def test_isoluminant_model_file_is_format_3_and_round_trips(tmp_path, encoder):
+    mop = _isoluminant_mop()
+    path = save_model(mop, tmp_path / "m.safetensors", {"kind": "test"})
+    doc = read_header(path)
+    assert doc["format_version"] == 3 and doc["config"]["isoluminant"] is True
+    loaded, _ = load_model(path)
+    assert loaded.config.isoluminant
+    x = torch.rand(1, 3, 50, 80)
+    with torch.no_grad():
+        assert torch.equal(Protector(encoder, mop, None)(x), Protector(encoder, loaded, None)(x))
+
+
+def test_isoluminant_model_exports_equal_to_eager(encoder, tmp_path):
+    p = Protector(encoder, _isoluminant_mop(), JNDMap())
+    report = export_protector(p, tmp_path / "g.pt", check_sizes=((40, 56), (1, 1)))
+    assert max(report.max_abs_diff.values()) <= 1 / 255
+
+
+def test_isoluminant_module_trains_only_the_colour_part(encoder):
+    m = MoPModule(encoder, resolution=R, groups=0, view=32, isoluminant=True)
+    assert m.mop.config.isoluminant
+    m.prepare_targets()
+    x = torch.rand(2, 3, R, R)
+    target = torch.tensor([0, 2])
+    x_hat, y = m.protect_views(x, target, torch.tensor([0, 0]))
+    m._terms(m._loss_inputs(x, x_hat, target, y))["loss"].backward()
+    grad = m.mop.global_delta.grad
+    assert grad.abs().sum() > 0
+    # a grey change of the parameter (the same on R, G and B) is removed with the luma, so
+    # the loss cannot depend on it: per pixel, the gradient sums to zero over the channels
+    # (nothing is cut by the clip at the start, where the parameter is zero)
+    assert grad.sum(1).abs().max() < 1e-6 * grad.abs().max()
