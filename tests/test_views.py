@@ -316,3 +316,19 @@ def test_isoluminant_module_trains_only_the_colour_part(encoder):
     # the loss cannot depend on it: per pixel, the gradient sums to zero over the channels
     # (nothing is cut by the clip at the start, where the parameter is zero)
     assert grad.sum(1).abs().max() < 1e-6 * grad.abs().max()
+
+
+def test_a_model_file_newer_than_this_code_is_refused_clearly(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from fastprotect.errors import ModelFileError
+
+    path = save_model(_isoluminant_mop(), tmp_path / "m.safetensors", {"kind": "test"})
+    doc = read_header(path)
+    doc["format_version"] = 99
+    newer = tmp_path / "newer.safetensors"
+    save_file(load_file(str(path)), str(newer), metadata={"fastprotect": json.dumps(doc)})
+    with pytest.raises(ModelFileError, match="format version 99 is newer.*upgrade"):
+        load_model(newer)
