@@ -20,7 +20,8 @@ from .views import canvas_to_image
 
 class Protector(nn.Module):
     """Encode at the assignment resolution, choose target and group, resize the
-    perturbation to the image, scale it by the strength map, add, clamp.
+    perturbation to the image, scale it by the strength map, add, clamp. (A universal
+    model, one target and no groups, skips the encoder: there is nothing to choose.)
 
     ``x_hat = clamp(x + clip(S(1 - M) * delta, -b, b), 0, 1)`` with
     ``S(u) = s_min + (s_max - s_min) * u`` and ``b = floor(255 * s_max * eta) / 255``, so that
@@ -63,8 +64,17 @@ class Protector(nn.Module):
         target = self.mop.route(z)
         return target, self.mop.assign(z, target)
 
+    @property
+    def needs_choice(self) -> bool:
+        """Whether there is anything to choose: more than one target, or groups. A model
+        with one target and no groups (a universal perturbation) needs no encoder pass."""
+        return self.mop.num_targets > 1 or self.mop.config.groups > 0
+
     def choose(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Target and group index per image, ``B`` each."""
+        if not self.needs_choice:
+            zero = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            return zero, zero
         return self.choose_from_latent(self.encode(x))
 
     def resized_perturbation(self, target: Tensor, group: Tensor, x: Tensor) -> Tensor:

@@ -109,3 +109,33 @@ def test_auto_strength_map_falls_back_to_jnd_with_one_warning(monkeypatch, tmp_p
 def test_bad_strength_settings():
     with pytest.raises(ValueError):
         build_strength_map("maybe")
+
+
+def test_a_universal_model_protects_without_an_encoder_pass():
+    """One target, no groups: nothing to choose, so ``protect`` never runs the encoder (the
+    same output as with the choice made, which can only be target 0, group 0)."""
+
+    class Counting(DiffusersVAEEncoder):
+        calls = 0
+
+        def latent(self, x):
+            Counting.calls += 1
+            return super().latent(x)
+
+    enc = Counting(config=TINY_CONFIG)
+    cfg = MoPConfig(targets=["noise"], groups=0, resolution=32, assignment_resolution=16)
+    mop = MixtureOfPerturbations(cfg)
+    with torch.no_grad():
+        mop.global_delta.uniform_(-cfg.eta, cfg.eta, generator=torch.Generator().manual_seed(0))
+    p = Protector(enc, mop, JNDMap())
+    x = torch.rand(2, 3, 40, 56)
+    assert not p.needs_choice
+    with torch.no_grad():
+        out = p(x)
+        assert Counting.calls == 0
+        zero = torch.zeros(2, dtype=torch.long)
+        expected = p.scale(x, p.resized_perturbation(zero, zero, x)).add_(x).clamp_(0, 1)
+    assert torch.equal(out, expected)
+    # a model with a choice to make still encodes
+    cfg2 = MoPConfig(groups=2, resolution=32, assignment_resolution=16, latent_channels=4)
+    assert Protector(enc, MixtureOfPerturbations(cfg2)).needs_choice

@@ -296,10 +296,22 @@ def test_isoluminant_model_file_is_format_3_and_round_trips(tmp_path, encoder):
         assert torch.equal(Protector(encoder, mop, None)(x), Protector(encoder, loaded, None)(x))
 
 
-def test_isoluminant_model_exports_equal_to_eager(encoder, tmp_path):
-    p = Protector(encoder, _isoluminant_mop(), JNDMap())
+@pytest.mark.parametrize("universal", [False, True])
+def test_isoluminant_model_exports_equal_to_eager(encoder, tmp_path, universal):
+    mop = _isoluminant_mop()
+    if universal:  # one target, no groups: the graph holds no encoder pass
+        mop = MixtureOfPerturbations(
+            MoPConfig(targets=["noise"], groups=0, resolution=R, view=32, isoluminant=True)
+        )
+        with torch.no_grad():
+            mop.global_delta.uniform_(-0.03, 0.03, generator=torch.Generator().manual_seed(2))
+    p = Protector(encoder, mop, JNDMap())
+    assert p.needs_choice is not universal
     report = export_protector(p, tmp_path / "g.pt", check_sizes=((40, 56), (1, 1)))
     assert max(report.max_abs_diff.values()) <= 1 / 255
+    x = torch.rand(1, 3, 45, 70)
+    with torch.no_grad():
+        assert (load_exported(tmp_path / "g.pt")(x) - p(x)).abs().max() <= 1 / 255
 
 
 def test_isoluminant_module_trains_only_the_colour_part(encoder):

@@ -106,9 +106,14 @@ def worker(args: argparse.Namespace) -> dict:
             res["peak_mb"] = _peak_mb(dev)
             stages = {s: [] for s in STAGES}
             for _ in range(n + 1):
-                xa, t0 = _timed(lambda: protector.mop.assignment_input(x), dev)
-                z, t1 = _timed(lambda xa=xa: protector.encoder.latent(xa), dev)
-                (tg, gr), t2 = _timed(lambda z=z: protector.choose_from_latent(z), dev)
+                if protector.needs_choice:
+                    xa, t0 = _timed(lambda: protector.mop.assignment_input(x), dev)
+                    z, t1 = _timed(lambda xa=xa: protector.encoder.latent(xa), dev)
+                    (tg, gr), t2 = _timed(lambda z=z: protector.choose_from_latent(z), dev)
+                else:  # a universal model: no encoder pass, nothing to choose
+                    xa = z = None
+                    t0 = t1 = 0.0
+                    (tg, gr), t2 = _timed(lambda: protector.choose(x), dev)
                 d, t3 = _timed(lambda tg=tg, gr=gr: protector.resized_perturbation(tg, gr, x), dev)
                 d, t4 = _timed(lambda d=d: protector.scale(x, d), dev)
                 _, t5 = _timed(lambda d=d: (x + d).clamp(0, 1), dev)
