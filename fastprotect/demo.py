@@ -121,7 +121,7 @@ def analyse(
     ratio = verdict.shift_ratio(z, z_hat, protector.encoder.latent(xs_noise))
     metrics["noise_shift_ratio"] = ratio
     metrics["verdict"] = verdict.label(ratio)
-    metrics["warnings"] = verdict.checks(x, analysis_side)
+    metrics["warnings"] = verdict.checks(x, analysis_side, protector.mop.config.isoluminant)
     if decoder is not None:
         r, r_hat = decoder(z).clamp(0, 1), decoder(z_hat).clamp(0, 1)
         figures["reconstruction of the original"] = r

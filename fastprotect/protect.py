@@ -258,6 +258,8 @@ def _verdict(protector: Protector, x, x_hat, strength: bool) -> Verdict:
     """The image's verdict; a failure to judge is a warning, never the batch's end (the
     protected file is already written)."""
     try:
-        return judge(protector, x, x_hat) if strength else Verdict(warnings=checks(x))
+        if strength:
+            return judge(protector, x, x_hat)
+        return Verdict(warnings=checks(x, colour_only=protector.mop.config.isoluminant))
     except (RuntimeError, ValueError) as e:
         return Verdict(warnings=[f"could not judge this image ({type(e).__name__}: {e})"])

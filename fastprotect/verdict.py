@@ -66,10 +66,18 @@ def flat_share(view: Tensor) -> float:
     return float((var.sqrt() < FLAT_STD).float().mean())
 
 
-def checks(x: Tensor, view: int = DEFAULT_VIEW) -> list[str]:
-    """The cheap checks of ``1x3xHxW`` in ``[0, 1]``: tiny and flat images."""
+def checks(x: Tensor, view: int = DEFAULT_VIEW, colour_only: bool = False) -> list[str]:
+    """The cheap checks of ``1x3xHxW`` in ``[0, 1]``: tiny and flat images, and grey images
+    under a model whose perturbation is ``colour_only`` (isoluminant)."""
     h, w = x.shape[-2:]
     out = []
+    if colour_only and bool((x.amax(1) == x.amin(1)).all()):
+        out.append(
+            "a grey image and a colour-only (isoluminant) model: grey images are kept grey, "
+            "which removes the colour perturbation (only the little luma its clipping leaves "
+            "remains), so this image is almost unprotected; protect it with a model whose "
+            "perturbation changes luma"
+        )
     if min(h, w) < TINY_SIDE:
         out.append(
             f"only {w}x{h} px: an attacker's resize to {view} px enlarges it "
@@ -136,4 +144,5 @@ def label(ratio: float) -> str:
 def judge(protector, x: Tensor, x_hat: Tensor, view: int = DEFAULT_VIEW) -> Verdict:
     """The whole verdict of one ``1x3xHxW`` image and its protected version."""
     ratio = noise_ratio(protector.encoder, x, x_hat, protector.mop.config.eta, view)
-    return Verdict(label(ratio), ratio, view, checks(x, view))
+    colour_only = protector.mop.config.isoluminant
+    return Verdict(label(ratio), ratio, view, checks(x, view, colour_only))

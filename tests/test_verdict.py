@@ -73,3 +73,27 @@ def test_protect_warns_by_default_and_judges_on_request(model, tmp_path, capsys)
     line = next(ln for ln in err.splitlines() if "/t.png:" in ln)
     assert "as far as under random noise of the same budget (512-px view)" in line
     assert "verdicts: 1 " in err
+
+
+def test_a_grey_image_under_a_colour_only_model_is_reported_unprotected():
+    from fastprotect.encoders import TINY_CONFIG, DiffusersVAEEncoder
+    from fastprotect.mop import MixtureOfPerturbations, MoPConfig
+    from fastprotect.protector import Protector
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(1, 1, 96, 96, generator=g).expand(1, 3, 96, 96).clone()
+    colour = torch.rand(1, 3, 96, 96, generator=g)
+    unprotected = "almost unprotected"
+    assert any(unprotected in w for w in checks(grey, colour_only=True))
+    assert not any(unprotected in w for w in checks(grey))
+    assert not any(unprotected in w for w in checks(colour, colour_only=True))
+    # and it is true: an isoluminant model changes a grey image far less than a colour one
+    # (what is left is the luma of the clipping, at the budget and at black and white)
+    cfg = MoPConfig(targets=["noise"], groups=0, resolution=32, view=32, isoluminant=True)
+    mop = MixtureOfPerturbations(cfg)
+    with torch.no_grad():
+        mop.global_delta.uniform_(-cfg.eta, cfg.eta, generator=g)
+        p = Protector(DiffusersVAEEncoder(config=TINY_CONFIG), mop)
+        grey_change = (p(grey) - grey).abs().mean()
+        colour_change = (p(colour) - colour).abs().mean()
+    assert grey_change < 0.2 * colour_change
