@@ -166,6 +166,9 @@ def summary(path: str | os.PathLike) -> str:
         f"view        {c.view} px (periodic canvases at the attacker's scale)"
         if c.view
         else "view        - (perturbations stretched to each image)",
+        "colour      isoluminant: changes colour only, never luma (grey images are almost unprotected)"
+        if c.isoluminant
+        else "colour      luma and colour",
         f"inference   s_min {doc.get('inference', {}).get('s_min', DEFAULT_S_MIN)}"
         + ("" if "s_min" in doc.get("inference", {}) else " (the general default)"),
     ]

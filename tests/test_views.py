@@ -10,7 +10,7 @@ from fastprotect.encoders import TINY_CONFIG, DiffusersVAEEncoder
 from fastprotect.export import export_protector, load_exported
 from fastprotect.filters import luma
 from fastprotect.losses import LatentLoss, VisibilityLoss
-from fastprotect.modelfile import load_model, read_header, save_model
+from fastprotect.modelfile import load_model, read_header, save_model, summary
 from fastprotect.module import MoPModule
 from fastprotect.mop import MixtureOfPerturbations, MoPConfig
 from fastprotect.protector import Protector
@@ -289,6 +289,7 @@ def test_isoluminant_model_file_is_format_3_and_round_trips(tmp_path, encoder):
     path = save_model(mop, tmp_path / "m.safetensors", {"kind": "test"})
     doc = read_header(path)
     assert doc["format_version"] == 3 and doc["config"]["isoluminant"] is True
+    assert "colour      isoluminant" in summary(path)
     loaded, _ = load_model(path)
     assert loaded.config.isoluminant
     x = torch.rand(1, 3, 50, 80)
