@@ -166,7 +166,7 @@ def summary(path: str | os.PathLike) -> str:
         f"view        {c.view} px (periodic canvases at the attacker's scale)"
         if c.view
         else "view        - (perturbations stretched to each image)",
-        "colour      isoluminant: changes colour only, never luma (grey images are almost unprotected)"
+        "colour      isoluminant: colour only, never luma (grey images almost unprotected)"
         if c.isoluminant
         else "colour      luma and colour",
         f"inference   s_min {doc.get('inference', {}).get('s_min', DEFAULT_S_MIN)}"
