@@ -41,8 +41,8 @@ class MoPConfig:
     view: int = 0
     #: the perturbation changes colour only, never luma: ``delta - Y(delta)`` (``Y`` the
     #: luma ``0.299 R + 0.587 G + 0.114 B``), clipped to the budget. The eye sees a
-    #: mid-frequency luma pattern where an isoluminant one of the same size goes unseen
-    #: (docs/evaluation.md, "Colour or luma")
+    #: mid-frequency luma pattern where an isoluminant one of the same size is much harder
+    #: to see (docs/evaluation.md, "Colour or luma")
     isoluminant: bool = False
 
     @property

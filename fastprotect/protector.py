@@ -117,9 +117,9 @@ def keep_grey(x: Tensor, protected: Tensor) -> Tensor:
     ``0.299 dR + 0.587 dG + 0.114 dB``, a weighted mean of the channels' perturbations, so
     the L-inf bound still holds, and the result is grey again: ink, pencil and manga
     artists get grayscale back. Colour images pass through unchanged. Branch-free, so the
-    exported graph does the same. An isoluminant model's perturbation has no luma part, so
-    a grey image comes back unchanged; the verdict's checks say so
-    (:func:`fastprotect.verdict.checks`).
+    exported graph does the same. An isoluminant model's perturbation has no luma part
+    (except what its clipping leaves), so a grey image comes back almost unchanged; the
+    verdict's checks say so (:func:`fastprotect.verdict.checks`).
     """
     spread = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)).amax((2, 3), keepdim=True)
     return torch.where(spread == 0, luma(protected), protected)
