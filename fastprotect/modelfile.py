@@ -127,7 +127,11 @@ def load_model(path: str | os.PathLike) -> tuple[MixtureOfPerturbations, dict[st
     doc = read_header(path)
     cfg = dict(doc["config"])
     cfg["entropy_range"] = tuple(cfg["entropy_range"])
-    mop = MixtureOfPerturbations(MoPConfig(**cfg))
+    try:
+        config = MoPConfig(**cfg)
+    except TypeError as e:  # a setting this code does not know
+        raise ModelFileError(f"{path}: unknown model settings ({e}); upgrade fastprotect") from e
+    mop = MixtureOfPerturbations(config)
     try:
         tensors = load_file(str(path))
         state = {k: tensors[k] for k in TENSORS}

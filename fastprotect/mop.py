@@ -60,6 +60,8 @@ class MoPConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["entropy_range"] = list(self.entropy_range)
+        if not self.isoluminant:  # absent unless set, so readers before format 3 still read it
+            del d["isoluminant"]
         return d
 
 

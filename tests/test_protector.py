@@ -138,4 +138,8 @@ def test_a_universal_model_protects_without_an_encoder_pass():
     assert torch.equal(out, expected)
     # a model with a choice to make still encodes
     cfg2 = MoPConfig(groups=2, resolution=32, assignment_resolution=16, latent_channels=4)
-    assert Protector(enc, MixtureOfPerturbations(cfg2)).needs_choice
+    chooser = Protector(enc, MixtureOfPerturbations(cfg2))
+    assert chooser.needs_choice
+    with torch.no_grad():
+        chooser(x)
+    assert Counting.calls > 0

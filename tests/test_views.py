@@ -249,8 +249,14 @@ def test_a_models_own_s_min_is_the_default_and_an_explicit_one_wins(tmp_path):
 
 
 def _isoluminant_mop(groups: int = 2) -> MixtureOfPerturbations:
+    """Random perturbations inside the budget (not saturated signs, whose colour part is
+    zero wherever the clip does not cut), global and group summing to at most 0.75 eta."""
     mop = _view_mop(groups=groups)
     mop.config.isoluminant = True
+    eta, g = mop.config.eta, torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        mop.global_delta.uniform_(-eta / 2, eta / 2, generator=g)
+        mop.group_delta.uniform_(-eta / 4, eta / 4, generator=g)
     return mop
 
 
@@ -261,12 +267,13 @@ def test_isoluminant_perturbation_has_no_luma_and_keeps_the_budget(groups):
     delta = mop.perturbation(target, group)
     eta = mop.config.eta
     assert delta.abs().max() <= eta + 1e-7
-    # saturated random signs: the clip to the budget leaves some luma where a channel was
-    # cut; where none was, the luma change is zero
+    # the clip to the budget leaves some luma where a channel was cut; where none was,
+    # the luma change is zero, and the colour change is not
     uncut = (delta.abs() < eta - 1e-7).all(1, keepdim=True)
     y = luma(delta)
-    assert uncut.float().mean() > 0.2
+    assert uncut.float().mean() > 0.5
     assert y[uncut].abs().max() < 1e-7
+    assert delta.abs().amax(1, keepdim=True)[uncut].mean() > eta / 4
     # the full (unclipped) model would carry luma: the option is what removes it
     mop.config.isoluminant = False
     assert luma(mop.perturbation(target, group))[uncut].abs().max() > eta / 10
@@ -275,8 +282,8 @@ def test_isoluminant_perturbation_has_no_luma_and_keeps_the_budget(groups):
 def test_isoluminant_model_protects_without_changing_luma_on_mid_tones(encoder):
     mop = _isoluminant_mop()
     with torch.no_grad():  # a perturbation small enough that the budget clip never cuts
-        mop.global_delta.mul_(0.4)
-        mop.group_delta.mul_(0.4)
+        mop.global_delta.mul_(0.5)
+        mop.group_delta.mul_(0.5)
     x = torch.rand(1, 3, 40, 70) * 0.5 + 0.25  # no clipping at 0 or 1 either
     with torch.no_grad():
         out = Protector(encoder, mop, JNDMap())(x)
@@ -290,6 +297,9 @@ def test_isoluminant_model_file_is_format_3_and_round_trips(tmp_path, encoder):
     doc = read_header(path)
     assert doc["format_version"] == 3 and doc["config"]["isoluminant"] is True
     assert "colour      isoluminant" in summary(path)
+    # other models do not name the setting, so readers before format 3 still read them
+    plain = save_model(_view_mop(), tmp_path / "plain.safetensors", {"kind": "test"})
+    assert "isoluminant" not in read_header(plain)["config"]
     loaded, _ = load_model(path)
     assert loaded.config.isoluminant
     x = torch.rand(1, 3, 50, 80)
@@ -300,7 +310,7 @@ def test_isoluminant_model_file_is_format_3_and_round_trips(tmp_path, encoder):
 @pytest.mark.parametrize("universal", [False, True])
 def test_isoluminant_model_exports_equal_to_eager(encoder, tmp_path, universal):
     mop = _isoluminant_mop()
-    if universal:  # one target, no groups: the graph holds no encoder pass
+    if universal:  # one target, no groups: nothing to choose
         mop = MixtureOfPerturbations(
             MoPConfig(targets=["noise"], groups=0, resolution=R, view=32, isoluminant=True)
         )
@@ -345,3 +355,10 @@ def test_a_model_file_newer_than_this_code_is_refused_clearly(tmp_path):
     save_file(load_file(str(path)), str(newer), metadata={"fastprotect": json.dumps(doc)})
     with pytest.raises(ModelFileError, match="format version 99 is newer.*upgrade"):
         load_model(newer)
+    # a setting this code does not know, under a version it reads: a clear error too
+    doc["format_version"] = 3
+    doc["config"]["future_setting"] = 1
+    unknown = tmp_path / "unknown.safetensors"
+    save_file(load_file(str(path)), str(unknown), metadata={"fastprotect": json.dumps(doc)})
+    with pytest.raises(ModelFileError, match="unknown model settings.*upgrade"):
+        load_model(unknown)
