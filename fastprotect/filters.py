@@ -12,6 +12,12 @@ from torch import Tensor
 LUMA = (0.299, 0.587, 0.114)
 
 
+def is_grey(x: Tensor) -> Tensor:
+    """Per image of ``Bx3xHxW``: whether its three channels are equal at every pixel (how a
+    grayscale file decodes to RGB); a bool tensor of shape ``B``."""
+    return (x.amax(1) == x.amin(1)).flatten(1).all(1)
+
+
 def luma(x: Tensor) -> Tensor:
     """Luma ``0.299 R + 0.587 G + 0.114 B`` of ``Bx3xHxW``, ``Bx1xHxW``."""
     r, g, b = LUMA

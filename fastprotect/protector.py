@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import Encoder
-from .filters import luma
+from .filters import is_grey, luma
 from .mop import MixtureOfPerturbations
 from .views import canvas_to_image
 
@@ -121,8 +121,7 @@ def keep_grey(x: Tensor, protected: Tensor) -> Tensor:
     (except what its clipping leaves), so a grey image comes back almost unchanged; the
     verdict's checks say so (:func:`fastprotect.verdict.checks`).
     """
-    spread = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)).amax((2, 3), keepdim=True)
-    return torch.where(spread == 0, luma(protected), protected)
+    return torch.where(is_grey(x)[:, None, None, None], luma(protected), protected)
 
 
 @torch.no_grad()

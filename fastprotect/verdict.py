@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .filters import gaussian_blur, luma
+from .filters import gaussian_blur, is_grey, luma
 
 TINY_SIDE = 64
 FLAT_STD = 1.0 / 255
@@ -71,7 +71,7 @@ def checks(x: Tensor, view: int = DEFAULT_VIEW, colour_only: bool = False) -> li
     under a model whose perturbation is ``colour_only`` (isoluminant)."""
     h, w = x.shape[-2:]
     out = []
-    if colour_only and bool((x.amax(1) == x.amin(1)).all()):
+    if colour_only and bool(is_grey(x).all()):
         out.append(
             "a grey image and a colour-only (isoluminant) model: grey images are kept grey, "
             "which removes the colour perturbation (only the little luma its clipping leaves "
@@ -105,7 +105,7 @@ def sign_noise(x: Tensor, eta: float, seed: int = 0) -> Tensor:
     their protection is grey too."""
     from .eval.baselines import sign_noise as noisy  # only for the strength part
 
-    if bool((x.amax(1) == x.amin(1)).all()):
+    if bool(is_grey(x).all()):
         return noisy(x[:, :1], eta, seed).expand_as(x)
     return noisy(x, eta, seed)
 

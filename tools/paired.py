@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import sys
+from pathlib import Path
 
 
 def main() -> int:
@@ -23,7 +24,7 @@ def main() -> int:
     ap.add_argument("a", help="method A (the reference)")
     ap.add_argument("b", help="method B")
     args = ap.parse_args()
-    doc = json.load(open(args.results))
+    doc = json.loads(Path(args.results).read_text())
     methods = doc["settings"]["methods"]
     for m in (args.a, args.b):
         if m not in methods:
