@@ -1,0 +1,64 @@
+"""tools/model_variant.py: a checkpoint's mixture as a model file, and a model's luma or
+colour part."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from fastprotect.encoders import build_encoder
+from fastprotect.filters import luma
+from fastprotect.modelfile import load_model, read_header
+from fastprotect.module import MoPModule
+
+from .conftest import REPO
+
+spec = importlib.util.spec_from_file_location("model_variant", REPO / "tools" / "model_variant.py")
+model_variant = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(model_variant)
+
+
+def _checkpoint(tmp_path, isoluminant: bool):
+    m = MoPModule(
+        build_encoder("tiny-random"),
+        targets=["noise"],
+        groups=0,
+        resolution=16,
+        view=32,
+        isoluminant=isoluminant,
+        strength_s_min=0.75,
+    )
+    with torch.no_grad():
+        m.mop.global_delta.uniform_(-0.03, 0.03, generator=torch.Generator().manual_seed(0))
+    state = {k: v for k, v in m.state_dict().items() if not k.startswith("encoder.")}
+    path = tmp_path / "step.ckpt"
+    torch.save({"hyper_parameters": dict(m.hparams), "state_dict": state, "global_step": 7}, path)
+    return m, path
+
+
+def test_a_checkpoint_becomes_the_same_model(tmp_path):
+    m, ckpt = _checkpoint(tmp_path, isoluminant=True)
+    out = tmp_path / "m.safetensors"
+    argv = ["from-checkpoint", str(ckpt), str(out), "--encoder", "tiny-random"]
+    assert model_variant.main(argv) == 0
+    mop, doc = load_model(out)
+    assert torch.equal(mop.global_delta, m.mop.global_delta)
+    assert mop.config.isoluminant and mop.config.view == 32 and mop.config.targets == ["noise"]
+    assert doc["recipe"]["steps"] == 7 and doc["inference"] == {"s_min": 0.75}
+    assert model_variant.main(argv) == 2  # never over an existing file
+
+
+def test_luma_and_colour_parts_add_up_to_the_model(tmp_path):
+    m, ckpt = _checkpoint(tmp_path, isoluminant=False)
+    full = tmp_path / "full.safetensors"
+    model_variant.main(["from-checkpoint", str(ckpt), str(full), "--encoder", "tiny-random"])
+    for part in ("luma", "colour"):
+        model_variant.main(["split", str(full), "--part", part, str(tmp_path / f"{part}.st")])
+    d = load_model(full)[0].global_delta
+    y = load_model(tmp_path / "luma.st")[0].global_delta
+    c = load_model(tmp_path / "colour.st")[0].global_delta
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])  # grey
+    assert luma(c).abs().max() < 1e-7  # no luma change
+    assert torch.allclose(y + c, d, atol=1e-7)
+    assert read_header(tmp_path / "colour.st")["recipe"]["split"]["part"] == "colour"

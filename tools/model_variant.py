@@ -1,0 +1,98 @@
+"""Model files made from other model files or checkpoints, for experiments.
+
+    python tools/model_variant.py from-checkpoint RUN/checkpoints/epoch=3-step=800.ckpt \
+        RUN/model_step800.safetensors [--encoder taef2]
+    python tools/model_variant.py split MODEL.safetensors --part colour OUT.safetensors
+
+``from-checkpoint`` writes the mixture of a ``fit`` checkpoint (its tensors, its
+hyperparameters, the encoder named by ``--encoder``, which checkpoints do not hold) as a
+model file, with the run's ``s_min`` as the model's own: how an interrupted run is
+evaluated at any saved step. ``split`` keeps one part of each perturbation: ``luma``, the
+luma change ``Y(d) = 0.299 d_R + 0.587 d_G + 0.114 d_B`` on all three channels, or
+``colour``, ``d - Y(d)`` (not clipped here; ``protect`` clips to the budget). Used to find
+which part of a pattern the eye sees (docs/evaluation.md, "Colour or luma"). Neither
+overwrites an existing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from fastprotect.encoders import build_encoder
+from fastprotect.filters import luma
+from fastprotect.modelfile import load_model, save_model
+from fastprotect.mop import MixtureOfPerturbations, MoPConfig
+
+
+def from_checkpoint(ckpt: Path, out: Path, encoder: str) -> Path:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    hp = state["hyper_parameters"]
+    enc = build_encoder(encoder)
+    config = MoPConfig(
+        targets=list(hp["targets"]),
+        groups=hp["groups"],
+        eta=hp["eta"],
+        resolution=hp["resolution"],
+        assignment_resolution=hp.get("assignment_resolution") or hp["resolution"],
+        entropy_bins=hp["entropy_bins"],
+        entropy_range=tuple(hp.get("entropy_range") or enc.latent_range),
+        latent_grid=hp["latent_grid"],
+        latent_channels=enc.latent_channels,
+        view=hp.get("view", 0),
+        isoluminant=hp.get("isoluminant", False),
+    )
+    mop = MixtureOfPerturbations(config)
+    prefix = "mop."
+    mop.load_state_dict(
+        {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    )
+    s_min = hp.get("strength_s_min")
+    return save_model(
+        mop,
+        out,
+        enc.identity(),
+        {"steps": int(state["global_step"]), "from_checkpoint": str(ckpt)},
+        inference={"s_min": s_min} if s_min is not None else None,
+    )
+
+
+def split(model: Path, part: str, out: Path) -> Path:
+    mop, doc = load_model(model)
+    with torch.no_grad():
+        for p in (mop.global_delta, mop.group_delta):
+            flat = p.view(-1, 3, *p.shape[-2:])
+            y = luma(flat)
+            flat.copy_(y.expand_as(flat) if part == "luma" else flat - y)
+    recipe = {**doc.get("recipe", {}), "split": {"from": str(model), "part": part}}
+    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("from-checkpoint", help="a fit checkpoint's mixture as a model file")
+    c.add_argument("checkpoint", type=Path)
+    c.add_argument("out", type=Path)
+    c.add_argument("--encoder", default="taef2", help="the run's encoder (default: taef2)")
+    s = sub.add_parser("split", help="keep the luma or the colour part of a model")
+    s.add_argument("model", type=Path)
+    s.add_argument("--part", choices=["luma", "colour"], required=True)
+    s.add_argument("out", type=Path)
+    args = ap.parse_args(argv)
+    if args.out.exists():
+        print(f"model_variant: {args.out} exists; choose another name", file=sys.stderr)
+        return 2
+    if args.command == "from-checkpoint":
+        path = from_checkpoint(args.checkpoint, args.out, args.encoder)
+    else:
+        path = split(args.model, args.part, args.out)
+    print(f"model_variant: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
