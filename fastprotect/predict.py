@@ -33,7 +33,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .imageio import ImageReadError, LoadedImage, load_image, save_image
-from .protect import JPEG_WARNING, Job, Summary, fallback_notes, load_protector, plan
+from .protect import (
+    JPEG_WARNING,
+    Job,
+    Summary,
+    fallback_notes,
+    load_protector,
+    plan,
+    taken_by_rival,
+)
 
 # ``trainer.callback_metrics`` key holding the number of failed files over all ranks; it
 # survives ``ddp_spawn`` (Lightning copies rank zero's callback metrics to the main process).
@@ -82,6 +90,8 @@ class ProtectDataset(Dataset):
             return ProtectItem(job=None)
         job = self.jobs[index]
         if job.dest.exists():
+            if self.skip_existing and (taken := taken_by_rival(job)):
+                return ProtectItem(job, error=taken + "; delete it to protect both again")
             if self.skip_existing:
                 return ProtectItem(job, skipped=True)
             return ProtectItem(job, error=f"{job.dest} exists (use --data.skip_existing=true)")

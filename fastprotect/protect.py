@@ -90,6 +90,9 @@ class Job:
     source: Path
     dest: Path
     fmt: str = "png"
+    #: other inputs that would have had this job's output name (``x.jpg`` beside ``x.png``):
+    #: an earlier run without this input may have written one of them there
+    rivals: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -142,6 +145,7 @@ def _distinct(jobs: list[Job]) -> list[Job]:
         for job in group:
             if job is keeper:
                 name = dest
+                job.rivals = tuple(j.source for j in group if j is not job)
             else:
                 tag = job.source.suffix.lstrip(".").lower() or "noext"
                 name = dest.with_name(f"{dest.stem}_{tag}{dest.suffix}")
@@ -233,7 +237,10 @@ def protect_files(
     t0 = time.perf_counter()
     for job in tqdm(jobs, desc="protecting", unit="image", disable=not progress):
         if job.dest.exists() and not overwrite:
-            if skip_existing:
+            taken = skip_existing and taken_by_rival(job)
+            if taken:
+                summary.failed.append((job.source, taken + "; --overwrite redoes both"))
+            elif skip_existing:
                 summary.skipped.append(job.source)
             else:
                 why = f"{job.dest} exists (--overwrite replaces it, --skip-existing keeps it)"
@@ -252,6 +259,31 @@ def protect_files(
             summary.failed.append((job.source, why.removeprefix(prefix)))
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def taken_by_rival(job: Job) -> str | None:
+    """Why ``job``'s existing output must not be skipped as done: it was made from one of
+    its rivals by an earlier run (``x.jpg`` protected alone to ``x.png``, before ``x.png``
+    joined). The maker is the input of the output's size nearest to it: a protected image
+    differs from its own input by at most the budget plus the format's loss. ``None``
+    when it is the job's own (or cannot be told)."""
+    if not job.rivals or not job.dest.exists():
+        return None
+    try:
+        out = load_image(job.dest).rgb
+        best, best_diff = job.source, float("inf")
+        for source in (job.source, *job.rivals):
+            x = load_image(source).rgb
+            if x.shape == out.shape and (diff := (x - out).abs().mean().item()) < best_diff:
+                best, best_diff = source, diff
+    except (ImageReadError, OSError):
+        return None
+    if best == job.source:
+        return None
+    return (
+        f"{job.dest} exists but is the protected {best.name} from an earlier run "
+        f"(before {job.source.name} shared its name)"
+    )
 
 
 def _verdict(protector: Protector, x, x_hat, strength: bool) -> Verdict:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fastprotect.cli import main
 from fastprotect.predict import ProtectDataset
-from fastprotect.protect import Job
+from fastprotect.protect import Job, plan
 
 from .conftest import REPO, needs_data
 
@@ -111,6 +111,23 @@ def test_bad_model_is_one_line(tmp_path, capsys):
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err.startswith("fastprotect: error: ") and "bad.safetensors" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_skip_existing_does_not_take_another_inputs_earlier_output(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    Image.fromarray(_rgb(20, 24, 1)).save(tmp_path / "in" / "x.jpg", quality=98)
+    Image.fromarray(_rgb(20, 24, 2)).save(tmp_path / "in" / "x.png")
+    # an earlier run saw only x.jpg and wrote it as out/x.png
+    Image.open(tmp_path / "in" / "x.jpg").save(tmp_path / "out" / "x.png")
+    jobs, _ = plan([str(tmp_path / "in")], tmp_path / "out", "png")
+    by_name = {j.source.name: j for j in jobs}
+    assert by_name["x.png"].rivals == (tmp_path / "in" / "x.jpg",)
+    item = ProtectDataset(jobs, skip_existing=True)[jobs.index(by_name["x.png"])]
+    assert not item.skipped and "is the protected x.jpg from an earlier run" in item.error
+    # the output x.png's own input made: skipped as before
+    Image.open(tmp_path / "in" / "x.png").save(tmp_path / "out" / "x.png")
+    assert ProtectDataset(jobs, skip_existing=True)[jobs.index(by_name["x.png"])].skipped
 
 
 def test_fewer_files_than_ranks_are_padded_with_empty_items(tmp_path):

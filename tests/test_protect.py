@@ -130,6 +130,28 @@ def test_resume_never_overwrites_and_skips_its_own_output(model, tmp_path, capsy
 
 
 @needs_data
+def test_skip_existing_does_not_take_another_inputs_earlier_output(model, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.fromarray(_rgb(seed=1)).save(src / "x.jpg", quality=98)
+    assert run(model, src, "--out", out) == 0  # x.jpg alone: written as out/x.png
+    first = (out / "x.png").read_bytes()
+    Image.fromarray(_rgb(seed=2)).save(src / "x.png")  # now x.png owns that name
+    capsys.readouterr()
+    assert run(model, src, "--out", out, "--skip-existing") == 1
+    err = capsys.readouterr().err
+    assert "out/x.png exists but is the protected x.jpg from an earlier run" in err
+    assert "--overwrite redoes both" in err and "1 protected, 0 skipped, 1 failed" in err
+    assert (out / "x.png").read_bytes() == first  # never overwritten without --overwrite
+    assert (out / "x_jpg.png").exists()
+    # once each output is its own input's, a rerun skips both
+    assert run(model, src, "--out", out, "--overwrite") == 0
+    capsys.readouterr()
+    assert run(model, src, "--out", out, "--skip-existing") == 0
+    assert "0 protected, 2 skipped, 0 failed" in capsys.readouterr().err
+
+
+@needs_data
 def test_same_names_get_distinct_outputs_and_gif_is_found(model, tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
