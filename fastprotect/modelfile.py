@@ -26,9 +26,9 @@ from .mop import MixtureOfPerturbations, MoPConfig
 
 FORMAT = "fastprotect-mop"
 #: the newest format this code reads: v2 adds ``config.view`` (periodic canvases at the
-#: attacker's scale), v3 ``config.isoluminant``; each model is written in the oldest
-#: version that holds it (:func:`format_version`)
-FORMAT_VERSION = 3
+#: attacker's scale), v3 ``config.isoluminant``, v4 ``config.luma_eta``; each model is
+#: written in the oldest version that holds it (:func:`format_version`)
+FORMAT_VERSION = 4
 TENSORS = ("global_delta", "group_delta", "centroids", "target_entropy", "targets")
 #: tensors stored as float16 in the compact form (the centroids stay float32, so the
 #: nearest-centroid choice is exactly the full model's)
@@ -39,9 +39,23 @@ DEFAULT_S_MIN = 0.5
 REDUCTION = "adaptive_avg_pool2d(z, latent_grid) then flatten: C * latent_grid**2 features"
 
 
+def _colour_line(c: MoPConfig) -> str:
+    if not c.isoluminant:
+        return "colour      luma and colour"
+    if not c.luma_eta:
+        return "colour      isoluminant: colour only, never luma (grey images almost unprotected)"
+    return (
+        f"colour      colour first: luma changes at most {c.luma_eta * 255:.2f}/255 "
+        "(grey images get only that)"
+    )
+
+
 def format_version(config: MoPConfig) -> int:
     """The oldest format that can hold ``config``, so older readers refuse only what they
-    would get wrong: 1 stretched perturbations, 2 view canvases, 3 isoluminant ones."""
+    would get wrong: 1 stretched perturbations, 2 view canvases, 3 isoluminant ones, 4 ones
+    with a bounded luma part."""
+    if config.luma_eta:
+        return 4
     if config.isoluminant:
         return 3
     return 2 if config.view else 1
@@ -131,6 +145,8 @@ def load_model(path: str | os.PathLike) -> tuple[MixtureOfPerturbations, dict[st
         config = MoPConfig(**cfg)
     except TypeError as e:  # a setting this code does not know
         raise ModelFileError(f"{path}: unknown model settings ({e}); upgrade fastprotect") from e
+    except ValueError as e:  # settings out of range
+        raise ModelFileError(f"{path}: invalid model settings: {e}") from e
     mop = MixtureOfPerturbations(config)
     try:
         tensors = load_file(str(path))
@@ -170,9 +186,7 @@ def summary(path: str | os.PathLike) -> str:
         f"view        {c.view} px (periodic canvases at the attacker's scale)"
         if c.view
         else "view        - (perturbations stretched to each image)",
-        "colour      isoluminant: colour only, never luma (grey images almost unprotected)"
-        if c.isoluminant
-        else "colour      luma and colour",
+        _colour_line(c),
         f"inference   s_min {doc.get('inference', {}).get('s_min', DEFAULT_S_MIN)}"
         + ("" if "s_min" in doc.get("inference", {}) else " (the general default)"),
     ]

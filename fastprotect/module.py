@@ -44,6 +44,7 @@ class MoPModule(L.LightningModule):
             default: :class:`~fastprotect.views.AttackerViews` with its defaults).
         isoluminant: perturbations that change colour only, never luma
             (:class:`~fastprotect.mop.MoPConfig`).
+        luma_eta: with ``isoluminant``, the largest luma change allowed (0: colour only).
         strength_s_min: train through the inference strength map: each crop's perturbation
             is scaled by the weights-free JND map with this ``s_min`` (``None``: full strength).
         model_file: where ``fit`` writes the model (default
@@ -68,6 +69,7 @@ class MoPModule(L.LightningModule):
         view: int = 0,
         views: AttackerViews | None = None,
         isoluminant: bool = False,
+        luma_eta: float = 0.0,
         strength_s_min: float | None = None,
         model_file: str | None = None,
     ) -> None:
@@ -96,6 +98,7 @@ class MoPModule(L.LightningModule):
             latent_channels=encoder.latent_channels,
             view=view,
             isoluminant=isoluminant,
+            luma_eta=luma_eta,
         )
         self.mop = MixtureOfPerturbations(config)
         with torch.no_grad():

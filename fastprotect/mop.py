@@ -6,7 +6,8 @@ the target's latent entropy ``H(z_y^t)``. Each perturbation lives in the ``eta/2
 ball (the global one gets the whole ``eta`` when ``K == 0``, i.e. a universal perturbation).
 With ``view > 0`` the perturbations (and targets) are periodic canvases in the attacker's
 view pixels (:mod:`fastprotect.views`). With ``isoluminant`` the perturbation is a pure
-colour change: its luma part is removed before the budget is applied.
+colour change: its luma part is removed (or, with ``luma_eta``, clipped to that smaller
+bound) before the budget is applied.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ class MoPConfig:
     #: mid-frequency luma pattern where an isoluminant one of the same size is much harder
     #: to see (docs/evaluation.md, "Colour or luma")
     isoluminant: bool = False
+    #: with ``isoluminant``: the largest luma change allowed (0: none, colour only). The
+    #: luma part ``Y(delta)`` is clipped to ``luma_eta``, added back, and the sum clipped
+    #: to ``eta``: a small luma part survives JPEG's half-resolution colour and protects
+    #: grey images, where a colour-only perturbation cannot (docs/evaluation.md)
+    luma_eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.luma_eta < 0 or self.luma_eta > self.eta:
+            raise ValueError(f"luma_eta must be in [0, eta = {self.eta:.4f}], got {self.luma_eta}")
+        if self.luma_eta and not self.isoluminant:
+            raise ValueError("luma_eta bounds the luma part of an isoluminant model only")
 
     @property
     def radius_global(self) -> float:
@@ -62,6 +74,8 @@ class MoPConfig:
         d["entropy_range"] = list(self.entropy_range)
         if not self.isoluminant:  # absent unless set, so readers before format 3 still read it
             del d["isoluminant"]
+        if not self.luma_eta:  # absent unless set, so readers before format 4 still read it
+            del d["luma_eta"]
         return d
 
 
@@ -94,13 +108,18 @@ class MixtureOfPerturbations(nn.Module):
 
     def perturbation(self, target: Tensor, group: Tensor) -> Tensor:
         """``delta_g^t + delta_k^t`` for each sample, ``Bx3xRxR`` (``K == 0``: global only);
-        an isoluminant model's without its luma part, clipped to the budget ``eta``."""
+        an isoluminant model's with its luma part clipped to ``luma_eta`` (0: removed), then
+        clipped to the budget ``eta``."""
         delta = self.global_delta[target]
         if self.config.groups > 0:
             delta = delta + self.group_delta[target, group]
         if self.config.isoluminant:
             eta = self.config.eta
-            delta = (delta - luma(delta)).clamp(-eta, eta)
+            y = luma(delta)
+            colour = delta - y
+            if self.config.luma_eta:
+                colour = colour + y.clamp(-self.config.luma_eta, self.config.luma_eta)
+            delta = colour.clamp(-eta, eta)
         return delta
 
     def apply(self, x: Tensor, target: Tensor, group: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ model_variant = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(model_variant)
 
 
-def _checkpoint(tmp_path, isoluminant: bool):
+def _checkpoint(tmp_path, isoluminant: bool, luma_eta: float = 0.0):
     m = MoPModule(
         build_encoder("tiny-random"),
         targets=["noise"],
@@ -27,6 +27,7 @@ def _checkpoint(tmp_path, isoluminant: bool):
         resolution=16,
         view=32,
         isoluminant=isoluminant,
+        luma_eta=luma_eta,
         strength_s_min=0.75,
     )
     with torch.no_grad():
@@ -62,3 +63,27 @@ def test_luma_and_colour_parts_add_up_to_the_model(tmp_path):
     assert luma(c).abs().max() < 1e-7  # no luma change
     assert torch.allclose(y + c, d, atol=1e-7)
     assert read_header(tmp_path / "colour.st")["recipe"]["split"]["part"] == "colour"
+
+
+def test_a_colour_first_models_luma_part_is_cut_to_a_lower_bound(tmp_path, capsys):
+    m, ckpt = _checkpoint(tmp_path, isoluminant=True, luma_eta=4 / 255)
+    full = tmp_path / "full.safetensors"
+    model_variant.main(["from-checkpoint", str(ckpt), str(full), "--encoder", "tiny-random"])
+    assert load_model(full)[0].config.luma_eta == 4 / 255
+    cut = tmp_path / "cut.safetensors"
+    assert model_variant.main(["luma-eta", str(full), "1.5", str(cut)]) == 0
+    mop = load_model(cut)[0]
+    assert mop.config.luma_eta == 1.5 / 255
+    zero = torch.zeros(1, dtype=torch.long)
+    d4, d15 = m.mop.perturbation(zero, zero), mop.perturbation(zero, zero)
+    # where the budget clip (which may add some luma) cuts neither
+    eta = mop.config.eta
+    uncut = ((d4.abs() < eta - 1e-6) & (d15.abs() < eta - 1e-6)).all(1, keepdim=True)
+    assert uncut.float().mean() > 0.3
+    assert luma(d4)[uncut].abs().max() > 3 / 255  # the parameter's luma part is large enough
+    assert luma(d15)[uncut].abs().max() <= 1.5 / 255 + 1e-6
+    colour4, colour15 = d4 - luma(d4), d15 - luma(d15)
+    assert (colour15 - colour4).abs().amax(1, keepdim=True)[uncut].max() < 1e-6  # same colour
+    # never above the trained bound: that luma was never trained
+    assert model_variant.main(["luma-eta", str(full), "5", str(tmp_path / "x.st")]) == 2
+    assert "between 0 and the model's own 4.00/255" in capsys.readouterr().err

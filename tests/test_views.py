@@ -279,6 +279,59 @@ def test_isoluminant_perturbation_has_no_luma_and_keeps_the_budget(groups):
     assert luma(mop.perturbation(target, group))[uncut].abs().max() > eta / 10
 
 
+def test_luma_eta_bounds_the_luma_part_and_keeps_the_colour_part():
+    mop = _isoluminant_mop(groups=2)
+    target, group = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0])
+    colour_only = mop.perturbation(target, group)
+    mop.config.luma_eta = 2 / 255
+    delta = mop.perturbation(target, group)
+    eta = mop.config.eta
+    assert delta.abs().max() <= eta + 1e-7
+    uncut = (delta.abs() < eta - 1e-7).all(1, keepdim=True)
+    y = luma(delta)
+    assert uncut.float().mean() > 0.5
+    # where the budget clip did not cut: luma within luma_eta and reaching it (the random
+    # parameter's luma part is often larger), colour exactly the colour-only model's
+    assert y[uncut].abs().max() <= 2 / 255 + 1e-6
+    assert y[uncut].abs().max() > 1.9 / 255
+    chroma, chroma0 = delta - y, colour_only - luma(colour_only)
+    both = uncut & (colour_only.abs() < eta - 1e-7).all(1, keepdim=True)
+    assert (chroma - chroma0).abs().amax(1, keepdim=True)[both].max() < 1e-6
+
+
+def test_luma_eta_is_checked_and_needs_an_isoluminant_model(tmp_path, encoder):
+    with pytest.raises(ValueError, match="luma_eta must be in"):
+        MoPConfig(eta=8 / 255, isoluminant=True, luma_eta=9 / 255)
+    with pytest.raises(ValueError, match="isoluminant model only"):
+        MoPConfig(luma_eta=1 / 255)
+    mop = _isoluminant_mop()
+    mop.config.luma_eta = 3 / 255
+    path = save_model(mop, tmp_path / "m.safetensors", {"kind": "test"})
+    doc = read_header(path)
+    assert doc["format_version"] == 4 and doc["config"]["luma_eta"] == 3 / 255
+    assert "luma changes at most 3.00/255" in summary(path)
+    loaded, _ = load_model(path)
+    assert loaded.config.luma_eta == 3 / 255
+    x = torch.rand(1, 3, 50, 80)
+    with torch.no_grad():
+        assert torch.equal(Protector(encoder, mop, None)(x), Protector(encoder, loaded, None)(x))
+    # a colour-only model does not name it, so format-3 readers still read that one
+    iso = save_model(_isoluminant_mop(), tmp_path / "iso.safetensors", {"kind": "test"})
+    assert "luma_eta" not in read_header(iso)["config"]
+
+
+def test_luma_eta_module_trains_a_luma_part(encoder):
+    m = MoPModule(encoder, resolution=R, groups=0, view=32, isoluminant=True, luma_eta=2 / 255)
+    m.prepare_targets()
+    x = torch.rand(2, 3, R, R)
+    target = torch.tensor([0, 2])
+    x_hat, y = m.protect_views(x, target, torch.tensor([0, 0]))
+    m._terms(m._loss_inputs(x, x_hat, target, y))["loss"].backward()
+    grad = m.mop.global_delta.grad
+    # unlike a colour-only model, the loss now depends on a grey change of the parameter
+    assert grad.sum(1).abs().max() > 1e-3 * grad.abs().max()
+
+
 def test_isoluminant_model_protects_without_changing_luma_on_mid_tones(encoder):
     mop = _isoluminant_mop()
     with torch.no_grad():  # a perturbation small enough that the budget clip never cuts

@@ -3,6 +3,7 @@
     python tools/model_variant.py from-checkpoint RUN/checkpoints/epoch=3-step=800.ckpt \
         RUN/model_step800.safetensors [--encoder taef2]
     python tools/model_variant.py split MODEL.safetensors --part colour OUT.safetensors
+    python tools/model_variant.py luma-eta MODEL.safetensors 2 OUT.safetensors
 
 ``from-checkpoint`` writes the mixture of a ``fit`` checkpoint (its tensors, its
 hyperparameters, the encoder named by ``--encoder``, which checkpoints do not hold) as a
@@ -10,8 +11,11 @@ model file, with the run's ``s_min`` as the model's own: how an interrupted run 
 evaluated at any saved step. ``split`` keeps one part of each perturbation: ``luma``, the
 luma change ``Y(d) = 0.299 d_R + 0.587 d_G + 0.114 d_B`` on all three channels, or
 ``colour``, ``d - Y(d)`` (not clipped here; ``protect`` clips to the budget). Used to find
-which part of a pattern the eye sees (docs/evaluation.md, "Colour or luma"). Neither
-overwrites an existing file.
+which part of a pattern the eye sees (docs/evaluation.md, "Colour or luma"). ``luma-eta``
+cuts a colour-first model's luma part to a smaller bound (in 1/255 steps; 0: colour only),
+the same model otherwise: its luma part was trained clipped to its own bound, so a lower
+one is the trained part clipped harder, never an untrained one. None overwrites an
+existing file.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def from_checkpoint(ckpt: Path, out: Path, encoder: str) -> Path:
         latent_channels=enc.latent_channels,
         view=hp.get("view", 0),
         isoluminant=hp.get("isoluminant", False),
+        luma_eta=hp.get("luma_eta", 0.0),
     )
     mop = MixtureOfPerturbations(config)
     prefix = "mop."
@@ -71,6 +76,19 @@ def split(model: Path, part: str, out: Path) -> Path:
     return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
 
 
+def cut_luma(model: Path, luma_eta_255: float, out: Path) -> Path:
+    mop, doc = load_model(model)
+    c = mop.config
+    if not c.isoluminant or not 0 <= luma_eta_255 / 255 <= c.luma_eta:
+        raise ValueError(
+            f"{model}: luma bound {luma_eta_255}/255 must be between 0 and the model's own "
+            f"{c.luma_eta * 255:.2f}/255 (a colour-first model's)"
+        )
+    c.luma_eta = luma_eta_255 / 255
+    recipe = {**doc.get("recipe", {}), "luma_eta_cut": {"from": str(model), "to": luma_eta_255}}
+    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -82,14 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("model", type=Path)
     s.add_argument("--part", choices=["luma", "colour"], required=True)
     s.add_argument("out", type=Path)
+    e = sub.add_parser("luma-eta", help="cut a colour-first model's luma part to a lower bound")
+    e.add_argument("model", type=Path)
+    e.add_argument("luma_eta", type=float, help="the new bound, in 1/255 steps (0: colour only)")
+    e.add_argument("out", type=Path)
     args = ap.parse_args(argv)
     if args.out.exists():
         print(f"model_variant: {args.out} exists; choose another name", file=sys.stderr)
         return 2
     if args.command == "from-checkpoint":
         path = from_checkpoint(args.checkpoint, args.out, args.encoder)
-    else:
+    elif args.command == "split":
         path = split(args.model, args.part, args.out)
+    else:
+        try:
+            path = cut_luma(args.model, args.luma_eta, args.out)
+        except ValueError as err:
+            print(f"model_variant: {err}", file=sys.stderr)
+            return 2
     print(f"model_variant: wrote {path}")
     return 0
 
