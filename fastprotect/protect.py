@@ -104,6 +104,8 @@ class Summary:
     model_seconds: float = 0.0
     #: per written image: its checks, and with ``verdict=True`` its strength label
     verdicts: dict[Path, Verdict] = field(default_factory=dict)
+    #: per written image: the index of the target its perturbation was chosen for
+    targets: dict[Path, int] = field(default_factory=dict)
 
     def line(self) -> str:
         n = len(self.written)
@@ -249,8 +251,10 @@ def protect_files(
         try:
             image = load_image(job.source)
             t = time.perf_counter()
-            out = protector(image.rgb[None])[0]
+            out, target = protector.protect(image.rgb[None])
+            out = out[0]
             summary.model_seconds += time.perf_counter() - t
+            summary.targets[job.dest] = int(target[0])
             save_image(image, out, job.dest, fmt or job.fmt, quality, overwrite=overwrite)
             summary.written.append(job.dest)
             summary.verdicts[job.source] = _verdict(protector, image.rgb[None], out[None], verdict)

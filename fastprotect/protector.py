@@ -104,9 +104,14 @@ class Protector(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Protect ``Bx3xHxW`` images in ``[0, 1]`` (any ``H, W >= 1``); grey images (all
         three channels equal everywhere) stay grey (:func:`keep_grey`)."""
+        return self.protect(x)[0]
+
+    def protect(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`, also returning the target index each image used (``B``), so a
+        report need not choose again."""
         target, group = self.choose(x)
         delta = self.scale(x, self.resized_perturbation(target, group, x))
-        return keep_grey(x, delta.add_(x).clamp_(0, 1))
+        return keep_grey(x, delta.add_(x).clamp_(0, 1)), target
 
 
 def keep_grey(x: Tensor, protected: Tensor) -> Tensor:

@@ -64,6 +64,31 @@ def test_random_tiny_autoencoder_layers_and_shapes():
     assert [f.shape[-1] for f in feats] == [64, 32, 16, 8]
 
 
+def test_in_place_relus_change_neither_features_nor_gradients():
+    import copy
+
+    enc = TinyAutoencoderEncoder(pretrained=False)
+    torch.manual_seed(0)
+    for p in enc.parameters():  # random weights with pool branches that matter
+        p.data.normal_(0, 0.1)
+    plain = copy.deepcopy(enc)
+    relus = [m for m in plain.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
+    for m in relus:
+        m.inplace = False
+    layers = list(enc.feature_names)
+    outs = []
+    for e in (enc, plain):
+        x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        z, feats = e.features(x, layers)
+        loss = z.pow(2).sum() + sum(f.pow(2).mean() for f in feats)
+        loss.backward()
+        outs.append((z.detach(), [f.detach() for f in feats], x.grad))
+    (z1, f1, g1), (z2, f2, g2) = outs
+    assert torch.equal(z1, z2) and all(torch.equal(a, b) for a, b in zip(f1, f2, strict=True))
+    assert g1.abs().sum() > 0 and torch.allclose(g1, g2, rtol=1e-5, atol=1e-8)
+
+
 @needs_weights
 @needs_data
 def test_taef2_loads_strictly_and_reconstructs_a_real_photo():

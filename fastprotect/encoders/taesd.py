@@ -38,7 +38,7 @@ class Pool(nn.Sequential):
         super().__init__(
             nn.Conv2d(n, 4 * n, 1, bias=False),
             nn.GroupNorm(4, 4 * n),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(4 * n, n, 1, bias=False),
         )
 
@@ -48,11 +48,18 @@ class Block(nn.Module):
 
     def __init__(self, n_in: int, n_out: int, pool: bool = False) -> None:
         super().__init__()
+        # in-place ReLUs: each acts on a fresh convolution output or sum, never on a block's
+        # input or a feature map the loss reads, so autograd and the outputs are unchanged;
+        # it saves a tensor allocation per activation (docs/performance.md)
         self.conv = nn.Sequential(
-            _conv(n_in, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out)
+            _conv(n_in, n_out),
+            nn.ReLU(inplace=True),
+            _conv(n_out, n_out),
+            nn.ReLU(inplace=True),
+            _conv(n_out, n_out),
         )
         self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
-        self.fuse = nn.ReLU()
+        self.fuse = nn.ReLU(inplace=True)
         self.pool = Pool(n_in) if pool else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -87,7 +94,7 @@ def tiny_encoder(latent_channels: int, pool_blocks: int = 0, width: int = 64) ->
 def tiny_decoder(latent_channels: int, pool_blocks: int = 0, width: int = 64) -> nn.Sequential:
     """The TAESD-family decoder as an ``nn.Sequential`` (state-dict compatible)."""
     pooled = iter(i < pool_blocks for i in range(9))
-    layers: list[nn.Module] = [Clamp(), _conv(latent_channels, width), nn.ReLU()]
+    layers: list[nn.Module] = [Clamp(), _conv(latent_channels, width), nn.ReLU(inplace=True)]
     for _ in range(3):
         layers += [Block(width, width, pool=next(pooled)) for _ in range(3)]
         layers += [nn.Upsample(scale_factor=2), _conv(width, width, bias=False)]
