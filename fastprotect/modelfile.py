@@ -26,8 +26,9 @@ from .mop import MixtureOfPerturbations, MoPConfig
 
 FORMAT = "fastprotect-mop"
 #: the newest format this code reads: v2 adds ``config.view`` (periodic canvases at the
-#: attacker's scale), v3 ``config.isoluminant``, v4 ``config.luma_eta``; each model is
-#: written in the oldest version that holds it (:func:`format_version`)
+#: attacker's scale), v3 ``config.isoluminant``, v4 ``config.luma_eta`` (and
+#: ``luma_highpass``); each model is written in the oldest version that holds it
+#: (:func:`format_version`)
 FORMAT_VERSION = 4
 TENSORS = ("global_delta", "group_delta", "centroids", "target_entropy", "targets")
 #: tensors stored as float16 in the compact form (the centroids stay float32, so the
@@ -44,9 +45,10 @@ def _colour_line(c: MoPConfig) -> str:
         return "colour      luma and colour"
     if not c.luma_eta:
         return "colour      isoluminant: colour only, never luma (grey images almost unprotected)"
+    highpass = f", high-passed (sigma {c.luma_highpass:g} px)" if c.luma_highpass else ""
     return (
-        f"colour      colour first: luma changes at most {c.luma_eta * 255:.2f}/255 "
-        "(grey images get only that)"
+        f"colour      colour first: luma changes at most {c.luma_eta * 255:.2f}/255"
+        f"{highpass} (grey images get only that)"
     )
 
 

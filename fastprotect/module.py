@@ -45,6 +45,8 @@ class MoPModule(L.LightningModule):
         isoluminant: perturbations that change colour only, never luma
             (:class:`~fastprotect.mop.MoPConfig`).
         luma_eta: with ``isoluminant``, the largest luma change allowed (0: colour only).
+        luma_highpass: with ``luma_eta``, the sigma (perturbation pixels) of the Gaussian
+            whose blur is taken out of the luma part (0: none).
         strength_s_min: train through the inference strength map: each crop's perturbation
             is scaled by the weights-free JND map with this ``s_min`` (``None``: full strength).
         model_file: where ``fit`` writes the model (default
@@ -70,6 +72,7 @@ class MoPModule(L.LightningModule):
         views: AttackerViews | None = None,
         isoluminant: bool = False,
         luma_eta: float = 0.0,
+        luma_highpass: float = 0.0,
         strength_s_min: float | None = None,
         model_file: str | None = None,
     ) -> None:
@@ -99,6 +102,7 @@ class MoPModule(L.LightningModule):
             view=view,
             isoluminant=isoluminant,
             luma_eta=luma_eta,
+            luma_highpass=luma_highpass,
         )
         self.mop = MixtureOfPerturbations(config)
         with torch.no_grad():

@@ -12,6 +12,7 @@ bound) before the budget is applied.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -50,8 +51,16 @@ class MoPConfig:
     #: to ``eta``: a small luma part survives JPEG's half-resolution colour and protects
     #: grey images, where a colour-only perturbation cannot (docs/evaluation.md)
     luma_eta: float = 0.0
+    #: with ``luma_eta``: keep the luma part out of the low spatial frequencies by
+    #: construction: ``Y - G_sigma * Y`` (a Gaussian blur of this sigma in perturbation
+    #: pixels, periodic like the canvas) before the luma clip; 0: no high-pass
+    luma_highpass: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.luma_highpass < 0:
+            raise ValueError(f"luma_highpass must be >= 0, got {self.luma_highpass}")
+        if self.luma_highpass and not self.luma_eta:
+            raise ValueError("luma_highpass filters the luma part, which needs luma_eta > 0")
         if self.luma_eta < 0 or self.luma_eta > self.eta:
             raise ValueError(f"luma_eta must be in [0, eta = {self.eta:.4f}], got {self.luma_eta}")
         if self.luma_eta and not self.isoluminant:
@@ -74,9 +83,23 @@ class MoPConfig:
         d["entropy_range"] = list(self.entropy_range)
         if not self.isoluminant:  # absent unless set, so readers before format 3 still read it
             del d["isoluminant"]
-        if not self.luma_eta:  # absent unless set, so readers before format 4 still read it
-            del d["luma_eta"]
+        for key in ("luma_eta", "luma_highpass"):  # absent unless set: format-3 readers
+            if not d[key]:
+                del d[key]
         return d
+
+
+def periodic_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``BxCxHxW`` with circular borders (the canvas tiles):
+    kernel ``2 ceil(3 sigma) + 1``."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, [radius, radius, radius, radius], mode="circular")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 class MixtureOfPerturbations(nn.Module):
@@ -118,6 +141,8 @@ class MixtureOfPerturbations(nn.Module):
             y = luma(delta)
             colour = delta - y
             if self.config.luma_eta:
+                if self.config.luma_highpass:
+                    y = y - periodic_blur(y, self.config.luma_highpass)
                 colour = colour + y.clamp(-self.config.luma_eta, self.config.luma_eta)
             delta = colour.clamp(-eta, eta)
         return delta

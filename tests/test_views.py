@@ -320,6 +320,46 @@ def test_luma_eta_is_checked_and_needs_an_isoluminant_model(tmp_path, encoder):
     assert "luma_eta" not in read_header(iso)["config"]
 
 
+def test_luma_highpass_keeps_the_low_frequencies_out_of_the_luma_part(tmp_path, encoder):
+    mop = _isoluminant_mop(groups=0)
+    mop.config.luma_eta, mop.config.luma_highpass = 4 / 255, 1.0
+    zero = torch.zeros(1, dtype=torch.long)
+    eta = mop.config.eta
+    with torch.no_grad():  # a smooth grey ramp plus a little colour: all of its luma is slow
+        ramp = torch.linspace(-1, 1, R).view(1, 1, 1, R) * torch.ones(1, 3, R, 1) * (3 / 255)
+        colour = torch.tensor([1.0, -0.5, -0.5]).view(1, 3, 1, 1) * (2 / 255)
+        mop.global_delta.copy_(ramp + colour)
+        y_smooth = luma(mop.perturbation(zero, zero))
+        mop.config.luma_highpass = 0.0
+        y_plain = luma(mop.perturbation(zero, zero))
+    assert y_plain.abs().max() > 2.5 / 255  # without the high-pass the ramp passes
+    # with it only the ramp's wrap-around edge (the canvas tiles) is left
+    interior = y_smooth[..., :, 4:-4]  # the kernel reaches 3 px
+    assert interior.abs().max() < 0.05 / 255
+    # random parameters: the luma part has no mean (the periodic blur keeps the sum) and
+    # stays within its bound where the budget clip does not cut
+    mop.config.luma_highpass = 1.0
+    with torch.no_grad():
+        mop.global_delta.uniform_(-eta / 2, eta / 2, generator=torch.Generator().manual_seed(5))
+        d = mop.perturbation(zero, zero)
+    uncut = (d.abs() < eta - 1e-7).all(1, keepdim=True)
+    assert luma(d)[uncut].abs().max() <= 4 / 255 + 1e-6 and luma(d).abs().max() > 1 / 255
+    assert abs(luma(d).mean()) < 0.05 / 255
+    with pytest.raises(ValueError, match="needs luma_eta > 0"):
+        MoPConfig(isoluminant=True, luma_highpass=1.0)
+    path = save_model(mop, tmp_path / "hp.safetensors", {"kind": "test"})
+    doc = read_header(path)
+    assert doc["format_version"] == 4 and doc["config"]["luma_highpass"] == 1.0
+    assert "high-passed (sigma 1 px)" in summary(path)
+    loaded, _ = load_model(path)
+    p = Protector(encoder, loaded, JNDMap())
+    x = torch.rand(1, 3, 45, 70)
+    with torch.no_grad():
+        assert torch.equal(p(x), Protector(encoder, mop, JNDMap())(x))
+    report = export_protector(p, tmp_path / "g.pt", check_sizes=((40, 56), (1, 1)))
+    assert max(report.max_abs_diff.values()) <= 1 / 255
+
+
 def test_luma_eta_module_trains_a_luma_part(encoder):
     m = MoPModule(encoder, resolution=R, groups=0, view=32, isoluminant=True, luma_eta=2 / 255)
     m.prepare_targets()

@@ -49,6 +49,7 @@ def from_checkpoint(ckpt: Path, out: Path, encoder: str) -> Path:
         view=hp.get("view", 0),
         isoluminant=hp.get("isoluminant", False),
         luma_eta=hp.get("luma_eta", 0.0),
+        luma_highpass=hp.get("luma_highpass", 0.0),
     )
     mop = MixtureOfPerturbations(config)
     prefix = "mop."
