@@ -195,7 +195,7 @@ def run_demo(
             continue
         x = load_image(job.source).rgb[None]
         x_hat = load_image(job.dest).rgb[None]  # exactly what was written
-        target = summary.targets[job.dest]
+        target = summary.targets[job.source]
         # no latent pull: the target's encoder pass would cost the demo a ninth of its time
         metrics, figures = analyse(protector, decoder, x, x_hat, analysis_side, target, pull=False)
         rel = job.dest.relative_to(out / "protected")

@@ -61,6 +61,10 @@ class MoPConfig:
             raise ValueError(f"luma_highpass must be >= 0, got {self.luma_highpass}")
         if self.luma_highpass and not self.luma_eta:
             raise ValueError("luma_highpass filters the luma part, which needs luma_eta > 0")
+        if math.ceil(3 * self.luma_highpass) >= self.resolution:
+            raise ValueError(
+                f"luma_highpass {self.luma_highpass} is too wide for {self.resolution}-px canvases"
+            )
         if self.luma_eta < 0 or self.luma_eta > self.eta:
             raise ValueError(f"luma_eta must be in [0, eta = {self.eta:.4f}], got {self.luma_eta}")
         if self.luma_eta and not self.isoluminant:

@@ -91,7 +91,7 @@ class ProtectDataset(Dataset):
         job = self.jobs[index]
         if job.dest.exists():
             if self.skip_existing and (taken := taken_by_rival(job)):
-                return ProtectItem(job, error=taken + "; delete it to protect both again")
+                return ProtectItem(job, error=taken + "; delete it and rerun")
             if self.skip_existing:
                 return ProtectItem(job, skipped=True)
             return ProtectItem(job, error=f"{job.dest} exists (use --data.skip_existing=true)")

@@ -104,7 +104,7 @@ class Summary:
     model_seconds: float = 0.0
     #: per written image: its checks, and with ``verdict=True`` its strength label
     verdicts: dict[Path, Verdict] = field(default_factory=dict)
-    #: per written image: the index of the target its perturbation was chosen for
+    #: per written image (by source): the index of the target its perturbation was chosen for
     targets: dict[Path, int] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -241,7 +241,8 @@ def protect_files(
         if job.dest.exists() and not overwrite:
             taken = skip_existing and taken_by_rival(job)
             if taken:
-                summary.failed.append((job.source, taken + "; --overwrite redoes both"))
+                why = f"{taken}; delete it and rerun, or rerun with --overwrite"
+                summary.failed.append((job.source, why))
             elif skip_existing:
                 summary.skipped.append(job.source)
             else:
@@ -254,7 +255,7 @@ def protect_files(
             out, target = protector.protect(image.rgb[None])
             out = out[0]
             summary.model_seconds += time.perf_counter() - t
-            summary.targets[job.dest] = int(target[0])
+            summary.targets[job.source] = int(target[0])
             save_image(image, out, job.dest, fmt or job.fmt, quality, overwrite=overwrite)
             summary.written.append(job.dest)
             summary.verdicts[job.source] = _verdict(protector, image.rgb[None], out[None], verdict)
@@ -275,18 +276,21 @@ def taken_by_rival(job: Job) -> str | None:
         return None
     try:
         out = load_image(job.dest).rgb
-        best, best_diff = job.source, float("inf")
-        for source in (job.source, *job.rivals):
-            x = load_image(source).rgb
-            if x.shape == out.shape and (diff := (x - out).abs().mean().item()) < best_diff:
-                best, best_diff = source, diff
     except (ImageReadError, OSError):
         return None
+    best, best_diff = job.source, float("inf")
+    for source in (job.source, *job.rivals):
+        try:  # an unreadable input cannot be the maker; the others still decide
+            x = load_image(source).rgb
+        except (ImageReadError, OSError):
+            continue
+        if x.shape == out.shape and (diff := (x - out).abs().mean().item()) < best_diff:
+            best, best_diff = source, diff
     if best == job.source:
         return None
     return (
-        f"{job.dest} exists but is the protected {best.name} from an earlier run "
-        f"(before {job.source.name} shared its name)"
+        f"{job.dest} exists but is the protected {best} from an earlier run "
+        f"(before {job.source} shared its name)"
     )
 
 

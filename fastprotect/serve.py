@@ -426,7 +426,7 @@ def create_app(service: Service):
 
         Answers the protected PNG (what ``fastprotect protect`` writes with the same
         intensity), or with ``metrics=true`` JSON: ``png_base64`` and the ``metrics`` of the
-        demo report (PSNR, SSIM, largest change, latent pull, disruption, verdict)."""
+        demo report (PSNR, SSIM, largest change, disruption, verdict) plus the latent pull."""
         async with active:
             data = await body(request)
             png, _, x, x_hat = await run_in_threadpool(service.protect, data, intensity, name)

@@ -19,7 +19,7 @@ model_variant = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(model_variant)
 
 
-def _checkpoint(tmp_path, isoluminant: bool, luma_eta: float = 0.0):
+def _checkpoint(tmp_path, isoluminant: bool, luma_eta: float = 0.0, luma_highpass: float = 0.0):
     m = MoPModule(
         build_encoder("tiny-random"),
         targets=["noise"],
@@ -28,6 +28,7 @@ def _checkpoint(tmp_path, isoluminant: bool, luma_eta: float = 0.0):
         view=32,
         isoluminant=isoluminant,
         luma_eta=luma_eta,
+        luma_highpass=luma_highpass,
         strength_s_min=0.75,
     )
     with torch.no_grad():
@@ -87,3 +88,22 @@ def test_a_colour_first_models_luma_part_is_cut_to_a_lower_bound(tmp_path, capsy
     # never above the trained bound: that luma was never trained
     assert model_variant.main(["luma-eta", str(full), "5", str(tmp_path / "x.st")]) == 2
     assert "between 0 and the model's own 4.00/255" in capsys.readouterr().err
+
+
+def test_cutting_all_luma_drops_the_high_pass_and_plain_models_are_refused(tmp_path, capsys):
+    _, ckpt = _checkpoint(tmp_path, isoluminant=True, luma_eta=4 / 255, luma_highpass=1.0)
+    full = tmp_path / "full.safetensors"
+    model_variant.main(["from-checkpoint", str(ckpt), str(full), "--encoder", "tiny-random"])
+    assert load_model(full)[0].config.luma_highpass == 1.0
+    assert model_variant.main(["luma-eta", str(full), "0", str(tmp_path / "c.st")]) == 0
+    c = load_model(tmp_path / "c.st")[0].config  # loads: a colour-only model again
+    assert (
+        c.luma_eta == 0
+        and c.luma_highpass == 0
+        and read_header(tmp_path / "c.st")["format_version"] == 3
+    )
+    _, plain = _checkpoint(tmp_path, isoluminant=True)
+    iso = tmp_path / "iso.safetensors"
+    model_variant.main(["from-checkpoint", str(plain), str(iso), "--encoder", "tiny-random"])
+    assert model_variant.main(["luma-eta", str(iso), "1", str(tmp_path / "x.st")]) == 2
+    assert "not a colour-first model" in capsys.readouterr().err

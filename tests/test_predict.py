@@ -118,13 +118,15 @@ def test_skip_existing_does_not_take_another_inputs_earlier_output(tmp_path):
     (tmp_path / "out").mkdir()
     Image.fromarray(_rgb(20, 24, 1)).save(tmp_path / "in" / "x.jpg", quality=98)
     Image.fromarray(_rgb(20, 24, 2)).save(tmp_path / "in" / "x.png")
+    (tmp_path / "in" / "x.webp").write_bytes(b"not an image")  # cannot decide, must not stop
     # an earlier run saw only x.jpg and wrote it as out/x.png
     Image.open(tmp_path / "in" / "x.jpg").save(tmp_path / "out" / "x.png")
     jobs, _ = plan([str(tmp_path / "in")], tmp_path / "out", "png")
     by_name = {j.source.name: j for j in jobs}
-    assert by_name["x.png"].rivals == (tmp_path / "in" / "x.jpg",)
+    assert by_name["x.png"].rivals == (tmp_path / "in" / "x.jpg", tmp_path / "in" / "x.webp")
     item = ProtectDataset(jobs, skip_existing=True)[jobs.index(by_name["x.png"])]
-    assert not item.skipped and "is the protected x.jpg from an earlier run" in item.error
+    assert not item.skipped
+    assert f"is the protected {tmp_path / 'in' / 'x.jpg'} from an earlier run" in item.error
     # the output x.png's own input made: skipped as before
     Image.open(tmp_path / "in" / "x.png").save(tmp_path / "out" / "x.png")
     assert ProtectDataset(jobs, skip_existing=True)[jobs.index(by_name["x.png"])].skipped

@@ -140,8 +140,8 @@ def test_skip_existing_does_not_take_another_inputs_earlier_output(model, tmp_pa
     capsys.readouterr()
     assert run(model, src, "--out", out, "--skip-existing") == 1
     err = capsys.readouterr().err
-    assert "out/x.png exists but is the protected x.jpg from an earlier run" in err
-    assert "--overwrite redoes both" in err and "1 protected, 0 skipped, 1 failed" in err
+    assert f"out/x.png exists but is the protected {src / 'x.jpg'} from an earlier run" in err
+    assert "rerun with --overwrite" in err and "1 protected, 0 skipped, 1 failed" in err
     assert (out / "x.png").read_bytes() == first  # never overwritten without --overwrite
     assert (out / "x_jpg.png").exists()
     # once each output is its own input's, a rerun skips both

@@ -21,6 +21,7 @@ existing file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -80,12 +81,16 @@ def split(model: Path, part: str, out: Path) -> Path:
 def cut_luma(model: Path, luma_eta_255: float, out: Path) -> Path:
     mop, doc = load_model(model)
     c = mop.config
-    if not c.isoluminant or not 0 <= luma_eta_255 / 255 <= c.luma_eta:
+    if not c.luma_eta:
+        raise ValueError(f"{model}: not a colour-first model (it has no luma bound to cut)")
+    if not 0 <= luma_eta_255 / 255 <= c.luma_eta:
         raise ValueError(
             f"{model}: luma bound {luma_eta_255}/255 must be between 0 and the model's own "
-            f"{c.luma_eta * 255:.2f}/255 (a colour-first model's)"
+            f"{c.luma_eta * 255:.2f}/255"
         )
-    c.luma_eta = luma_eta_255 / 255
+    # a new config, checked again; no luma left means no luma high-pass either
+    new = luma_eta_255 / 255
+    mop.config = dataclasses.replace(c, luma_eta=new, luma_highpass=c.luma_highpass if new else 0.0)
     recipe = {**doc.get("recipe", {}), "luma_eta_cut": {"from": str(model), "to": luma_eta_255}}
     return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
 
