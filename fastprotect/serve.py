@@ -270,25 +270,34 @@ class Service:
     @torch.no_grad()
     def protect(
         self, data: bytes, intensity: str = DEFAULT_INTENSITY, name: str = "image"
-    ) -> tuple[bytes, Any, torch.Tensor, torch.Tensor]:
+    ) -> tuple[bytes, Any, torch.Tensor, torch.Tensor, int]:
         """The protected PNG of an uploaded image file, as ``fastprotect protect`` writes it;
-        also the decoded image and the original and protected tensors (``1x3xHxW``)."""
+        also the decoded image, the original and protected tensors (``1x3xHxW``) and the
+        index of the target the protection used."""
         image = self._load(data, name)
         with self._lock:
             protector = self.protector(intensity)
             x = image.rgb[None]
-            x_hat = protector(x)
-        return image_bytes(image, x_hat[0], "png"), image, x, x_hat
+            x_hat, target = protector.protect(x)
+        return image_bytes(image, x_hat[0], "png"), image, x, x_hat, int(target[0])
 
     @torch.no_grad()
     def metrics(
-        self, x: torch.Tensor, x_hat: torch.Tensor, intensity: str, figures: bool = False
+        self,
+        x: torch.Tensor,
+        x_hat: torch.Tensor,
+        intensity: str,
+        figures: bool = False,
+        target: int | None = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """The demo report's metrics (and, on request, its figures as PNG data URLs)."""
+        """The demo report's metrics plus the latent pull toward ``target`` (the one the
+        protection used; chosen again when not given), and on request the figures as PNG
+        data URLs."""
         from .demo import analyse
 
         with self._lock:
-            m, f = analyse(self.protector(intensity), self.decoder, x, x_hat, self.analysis_side)
+            protector = self.protector(intensity)
+            m, f = analyse(protector, self.decoder, x, x_hat, self.analysis_side, target)
         return m, ({k: _png_data_url(v) for k, v in f.items()} if figures else {})
 
     def unzip(self, data: bytes) -> dict[str, Any]:
@@ -429,7 +438,9 @@ def create_app(service: Service):
         demo report (PSNR, SSIM, largest change, disruption, verdict) plus the latent pull."""
         async with active:
             data = await body(request)
-            png, _, x, x_hat = await run_in_threadpool(service.protect, data, intensity, name)
+            png, _, x, x_hat, target = await run_in_threadpool(
+                service.protect, data, intensity, name
+            )
             del data
             filename = protected_name(name)
             if not metrics:
@@ -438,7 +449,7 @@ def create_app(service: Service):
                     media_type="image/png",
                     headers={"Content-Disposition": disposition(filename)},
                 )
-            m, _ = await run_in_threadpool(service.metrics, x, x_hat, intensity)
+            m, _ = await run_in_threadpool(service.metrics, x, x_hat, intensity, False, target)
             return JSONResponse(
                 finite(
                     {
@@ -457,9 +468,11 @@ def create_app(service: Service):
         where the decoder is present, the attacker's reconstructions of both), metrics."""
         async with active:
             data = await body(request)
-            png, image, x, x_hat = await run_in_threadpool(service.protect, data, intensity, name)
+            png, image, x, x_hat, target = await run_in_threadpool(
+                service.protect, data, intensity, name
+            )
             del data
-            m, figures = await run_in_threadpool(service.metrics, x, x_hat, intensity, True)
+            m, figures = await run_in_threadpool(service.metrics, x, x_hat, intensity, True, target)
             return JSONResponse(
                 finite(
                     {

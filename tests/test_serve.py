@@ -77,7 +77,12 @@ def test_api_answers_the_bytes_protect_writes(model, client, tmp_path, intensity
 
 
 @needs_data
-def test_metrics_on_request_and_the_bound_holds(client):
+def test_metrics_on_request_and_the_bound_holds(client, monkeypatch):
+    from fastprotect.protector import Protector
+
+    chosen = []
+    choose = Protector.choose
+    monkeypatch.setattr(Protector, "choose", lambda self, x: chosen.append(1) or choose(self, x))
     rgb = _rgb(64, 48, seed=3)
     plain = client.post("/api/protect?intensity=strongest", content=_png(rgb))
     r = client.post("/api/protect?intensity=strongest&metrics=true", content=_png(rgb))
@@ -91,6 +96,8 @@ def test_metrics_on_request_and_the_bound_holds(client):
     assert m["max_change_levels"] == np.abs(out - rgb).max()
     assert 20 < m["psnr_db"] < 60 and 0 < m["ssim"] < 1
     assert m["verdict"] in ("strong", "moderate", "weak")
+    # the metrics use the target the protection chose, not a second choice at the view
+    assert len(chosen) == 2 and m["latent_pull"] > 0 and m["target"]
 
 
 def _bomb() -> bytes:
