@@ -24,15 +24,19 @@ def luma(x: Tensor) -> Tensor:
     return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
 
 
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+def gaussian_blur(x: Tensor, sigma: float, circular: bool = False) -> Tensor:
     """Separable Gaussian blur of ``BxCxHxW`` (kernel ``2 ceil(3 sigma) + 1``, reflected
-    borders; replicated where the image is smaller than the kernel)."""
+    borders; replicated where the image is smaller than the kernel; with ``circular``,
+    wrapped around, for periodic canvases that tile)."""
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     c = x.shape[1]
-    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    if circular:
+        mode = "circular"
+    else:
+        mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
     x = F.pad(x, [radius, radius, radius, radius], mode=mode)
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .filters import luma
+from .filters import gaussian_blur, luma
 from .latents import latent_entropy, nearest, reduce_latent, resize_square, route
 from .views import canvas_to_image
 
@@ -93,19 +93,6 @@ class MoPConfig:
         return d
 
 
-def periodic_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of ``BxCxHxW`` with circular borders (the canvas tiles):
-    kernel ``2 ceil(3 sigma) + 1``."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, [radius, radius, radius, radius], mode="circular")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 class MixtureOfPerturbations(nn.Module):
     """Perturbation bank, target routing and group assignment.
 
@@ -146,7 +133,7 @@ class MixtureOfPerturbations(nn.Module):
             colour = delta - y
             if self.config.luma_eta:
                 if self.config.luma_highpass:
-                    y = y - periodic_blur(y, self.config.luma_highpass)
+                    y = y - gaussian_blur(y, self.config.luma_highpass, circular=True)
                 colour = colour + y.clamp(-self.config.luma_eta, self.config.luma_eta)
             delta = colour.clamp(-eta, eta)
         return delta

@@ -30,29 +30,16 @@ import torch
 from fastprotect.encoders import build_encoder
 from fastprotect.filters import luma
 from fastprotect.modelfile import load_model, save_model
-from fastprotect.mop import MixtureOfPerturbations, MoPConfig
+from fastprotect.module import MoPModule
 
 
 def from_checkpoint(ckpt: Path, out: Path, encoder: str) -> Path:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    hp = state["hyper_parameters"]
+    # the run's module rebuilt from its hyperparameters (LightningCLI adds private keys such
+    # as ``_instantiator``), so the mixture's config is made exactly as in training
+    hp = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
     enc = build_encoder(encoder)
-    config = MoPConfig(
-        targets=list(hp["targets"]),
-        groups=hp["groups"],
-        eta=hp["eta"],
-        resolution=hp["resolution"],
-        assignment_resolution=hp.get("assignment_resolution") or hp["resolution"],
-        entropy_bins=hp["entropy_bins"],
-        entropy_range=tuple(hp.get("entropy_range") or enc.latent_range),
-        latent_grid=hp["latent_grid"],
-        latent_channels=enc.latent_channels,
-        view=hp.get("view", 0),
-        isoluminant=hp.get("isoluminant", False),
-        luma_eta=hp.get("luma_eta", 0.0),
-        luma_highpass=hp.get("luma_highpass", 0.0),
-    )
-    mop = MixtureOfPerturbations(config)
+    mop = MoPModule(enc, **hp).mop
     prefix = "mop."
     mop.load_state_dict(
         {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
