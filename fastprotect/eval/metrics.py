@@ -38,8 +38,8 @@ def lowfreq_psnr(x: Tensor, y: Tensor, sigma: float = 2.0) -> Tensor:
 def ssim(x: Tensor, y: Tensor, window_size: int = 11) -> Tensor:
     """Mean SSIM of each image of ``y`` against ``x`` (Gaussian window, kornia). Inputs are
     made contiguous (NCHW) first: a decoded image is a permuted, channels-last view, which
-    kornia's depthwise filters handle more slowly (one 512x512 image on 2 cores: 0.26 s ->
-    0.15 s)."""
+    kornia's depthwise filters handle more slowly (one 512x512 image on 2 cores: 0.117 s ->
+    0.016 s, ``tools/bench_report_passes.py``)."""
     x, y = x.contiguous(), y.contiguous()
     return kornia.metrics.ssim(x, y, window_size, max_val=1.0).flatten(1).mean(1)
 
