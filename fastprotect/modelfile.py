@@ -190,7 +190,12 @@ def summary(path: str | os.PathLike) -> str:
         else "view        - (perturbations stretched to each image)",
         _colour_line(c),
         f"inference   s_min {doc.get('inference', {}).get('s_min', DEFAULT_S_MIN)}"
-        + ("" if "s_min" in doc.get("inference", {}) else " (the general default)"),
+        + ("" if "s_min" in doc.get("inference", {}) else " (the general default)")
+        + (
+            f", luma part s_min {doc['inference']['luma_s_min']}"
+            if "luma_s_min" in doc.get("inference", {})
+            else ""
+        ),
     ]
     for key, value in doc.get("recipe", {}).items():
         lines.append(f"{'recipe.' + key:<11} {_short(value)}")

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .encoders import Encoder
 from .fileutil import next_free
+from .filters import luma
 from .losses import LossInputs, LossTerm, default_losses
 from .modelfile import save_model
 from .mop import MixtureOfPerturbations, MoPConfig
@@ -49,6 +50,9 @@ class MoPModule(L.LightningModule):
             whose blur is taken out of the luma part (0: none).
         strength_s_min: train through the inference strength map: each crop's perturbation
             is scaled by the weights-free JND map with this ``s_min`` (``None``: full strength).
+        strength_luma_s_min: with ``strength_s_min``: the luma part of each perturbation
+            gets its own floor, as :class:`~fastprotect.protector.Protector`'s
+            ``luma_s_min`` (``None``: the same ``s_min`` as the colour part).
         model_file: where ``fit`` writes the model (default
             ``<trainer.default_root_dir>/model.safetensors``); never overwrites: an existing
             file gets a numbered sibling.
@@ -74,6 +78,7 @@ class MoPModule(L.LightningModule):
         luma_eta: float = 0.0,
         luma_highpass: float = 0.0,
         strength_s_min: float | None = None,
+        strength_luma_s_min: float | None = None,
         model_file: str | None = None,
     ) -> None:
         super().__init__()
@@ -84,6 +89,13 @@ class MoPModule(L.LightningModule):
             raise ValueError("views (the attacker's-view augmentation) need a view size > 0")
         if strength_s_min is not None and not 0 <= strength_s_min <= 1:
             raise ValueError(f"strength_s_min must be in [0, 1], got {strength_s_min}")
+        if strength_luma_s_min is not None and (
+            strength_s_min is None or not 0 <= strength_luma_s_min <= 1
+        ):
+            raise ValueError(
+                "strength_luma_s_min must be in [0, 1] and needs strength_s_min, got "
+                f"{strength_luma_s_min} (strength_s_min {strength_s_min})"
+            )
         if routing not in ("entropy", "all"):
             raise ValueError(f"routing must be 'entropy' or 'all', got {routing!r}")
         if resolution % encoder.downsample:
@@ -116,6 +128,7 @@ class MoPModule(L.LightningModule):
         self.views = (views or AttackerViews()) if view else None
         self.strength_map = JNDMap() if strength_s_min is not None else None
         self.strength_s_min = strength_s_min
+        self.strength_luma_s_min = strength_luma_s_min
         self.lr = lr
         self.routing = routing
         self.model_file = model_file
@@ -179,12 +192,17 @@ class MoPModule(L.LightningModule):
         return out
 
     def _strength(self, x: Tensor, delta: Tensor) -> Tensor:
-        """``delta`` scaled as the inference strength map would (JND, ``s_min``..1)."""
+        """``delta`` scaled as the inference strength map would (JND, ``s_min``..1; the luma
+        part ``luma_s_min``..1 where that is set)."""
         if self.strength_map is None:
             return delta
         with torch.no_grad():
             m = self.strength_map(x, (x + delta).clamp(0, 1))
-        return delta * (1 - (1 - self.strength_s_min) * m)
+        scaled = delta * (1 - (1 - self.strength_s_min) * m)
+        if self.strength_luma_s_min is None:
+            return scaled
+        y = luma(delta)
+        return scaled + y * (self.strength_luma_s_min - self.strength_s_min) * m
 
     def protect_views(
         self, x: Tensor, target: Tensor, group: Tensor
@@ -259,6 +277,7 @@ class MoPModule(L.LightningModule):
             "routing": self.routing,
             "views": self.views.describe() if self.views is not None else None,
             "strength_s_min": self.strength_s_min,
+            "strength_luma_s_min": self.strength_luma_s_min,
             "steps": int(self.global_step),
             "fit_seconds": round(time.perf_counter() - self._fit_started, 1)
             if self._fit_started
@@ -282,6 +301,8 @@ class MoPModule(L.LightningModule):
         path = self.model_path()
         # a model trained through the strength map protects with the same s_min by default
         inference = {"s_min": self.strength_s_min} if self.strength_s_min is not None else None
+        if self.strength_luma_s_min is not None:
+            inference["luma_s_min"] = self.strength_luma_s_min
         self.written_model = save_model(
             self.mop, path, self.encoder.identity(), self.recipe(), inference=inference
         )

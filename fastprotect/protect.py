@@ -77,12 +77,18 @@ def configure(
     """A protector of a loaded model (its encoder, mixture and file header ``doc``) at one
     strength setting; :func:`load_protector`'s arguments. Protectors of one model may share
     its encoder and mixture (the web server builds one per intensity)."""
+    own = doc.get("inference", {})
     if s_min is None:  # the model's own, never above the s_max asked for
-        s_min = min(float(doc.get("inference", {}).get("s_min", DEFAULT_S_MIN)), s_max)
+        s_min = min(float(own.get("s_min", DEFAULT_S_MIN)), s_max)
+    # a model may fade its luma part further than its colour part (Protector.luma_s_min);
+    # that is part of the model, never above the s_max asked for
+    luma_s_min = own.get("luma_s_min")
+    if luma_s_min is not None:
+        luma_s_min = min(float(luma_s_min), s_max)
     if strength == "off":
-        return Protector(encoder, mop, None, s_min, s_max), "off"
+        return Protector(encoder, mop, None, s_min, s_max, luma_s_min), "off"
     module, name = build_strength_map(strength)
-    return Protector(encoder, mop, module, s_min, s_max), name
+    return Protector(encoder, mop, module, s_min, s_max, luma_s_min), name
 
 
 @dataclass

@@ -34,6 +34,11 @@ class Protector(nn.Module):
             strength off (every pixel gets ``s_max``).
         s_min: strength where the perturbation is fully visible.
         s_max: strength where it is invisible.
+        luma_s_min: ``None``: the whole perturbation gets ``S``. A number: only its colour
+            part ``delta - Y(delta)`` does; its luma part ``Y(delta)`` (``Y`` the luma
+            ``0.299 R + 0.587 G + 0.114 B``) gets ``S`` with this lower floor instead, so
+            a luma pattern fades out of flat regions, where the eye sees it, and stays in
+            texture, which hides it (docs/method.md, "Luma only where texture hides it").
     """
 
     def __init__(
@@ -43,15 +48,19 @@ class Protector(nn.Module):
         strength_map: nn.Module | None = None,
         s_min: float = 0.5,
         s_max: float = 1.0,
+        luma_s_min: float | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= s_min <= s_max:
             raise ValueError(f"need 0 <= s_min <= s_max, got {s_min}, {s_max}")
+        if luma_s_min is not None and not 0 <= luma_s_min <= s_max:
+            raise ValueError(f"need 0 <= luma_s_min <= s_max, got {luma_s_min}, {s_max}")
         self.encoder = encoder.freeze()
         self.mop = mop.eval().requires_grad_(False)
         self.strength_map = strength_map
         self.s_min = float(s_min)
         self.s_max = float(s_max)
+        self.luma_s_min = None if luma_s_min is None else float(luma_s_min)
         self.bound = math.floor(255 * s_max * mop.config.eta + 1e-6) / 255
 
     # The stages, one method each so the benchmark can time them; forward composes them.
@@ -88,15 +97,23 @@ class Protector(nn.Module):
         return F.interpolate(delta, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def scale(self, x: Tensor, delta: Tensor) -> Tensor:
-        """``clip(S(1 - M(x, x + delta)) * delta, -b, b)`` (``s_max * delta`` when off).
+        """``clip(S(1 - M(x, x + delta)) * delta, -b, b)`` (``s_max * delta`` when off);
+        with ``luma_s_min``, the luma part of ``delta`` scaled by its own ``S``.
 
         ``delta`` is overwritten (it is the fresh output of :meth:`resized_perturbation`)."""
         # In-place arithmetic on fresh temporaries keeps the peak memory of large images
         # down (a 2048x2048 RGB float map is 48 MB).
         if self.strength_map is not None:
             m = self.strength_map(x, (x + delta).clamp_(0, 1))
-            factor = m.mul_(self.s_min - self.s_max).add_(self.s_max)  # S(1 - m)
-            delta = delta.mul_(factor)
+            if self.luma_s_min is not None:
+                y = luma(delta)
+                luma_factor = m * (self.luma_s_min - self.s_max) + self.s_max
+                factor = m.mul_(self.s_min - self.s_max).add_(self.s_max)  # S(1 - m)
+                # colour part * S + luma part * S_luma
+                delta = delta.sub_(y).mul_(factor).add_(y.mul_(luma_factor))
+            else:
+                factor = m.mul_(self.s_min - self.s_max).add_(self.s_max)  # S(1 - m)
+                delta = delta.mul_(factor)
         else:
             delta = delta * self.s_max
         return delta.clamp_(-self.bound, self.bound)

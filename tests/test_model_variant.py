@@ -107,3 +107,23 @@ def test_cutting_all_luma_drops_the_high_pass_and_plain_models_are_refused(tmp_p
     model_variant.main(["from-checkpoint", str(plain), str(iso), "--encoder", "tiny-random"])
     assert model_variant.main(["luma-eta", str(iso), "1", str(tmp_path / "x.st")]) == 2
     assert "not a colour-first model" in capsys.readouterr().err
+
+
+def test_a_models_own_luma_floor_reaches_the_protector(tmp_path, capsys):
+    from fastprotect.protect import load_protector
+
+    _, ckpt = _checkpoint(tmp_path, isoluminant=True, luma_eta=4 / 255)
+    full = tmp_path / "full.safetensors"
+    model_variant.main(["from-checkpoint", str(ckpt), str(full), "--encoder", "tiny-random"])
+    assert load_protector(full, "jnd")[0].luma_s_min is None
+    faded = tmp_path / "faded.safetensors"
+    assert model_variant.main(["inference", str(full), str(faded), "--luma-s-min", "0.2"]) == 0
+    assert read_header(faded)["inference"] == {"s_min": 0.75, "luma_s_min": 0.2}
+    p = load_protector(faded, "jnd")[0]
+    assert (p.s_min, p.luma_s_min) == (0.75, 0.2)
+    assert load_protector(faded, "jnd", s_max=0.1)[0].luma_s_min == 0.1  # never above s_max
+    back = tmp_path / "back.safetensors"
+    assert model_variant.main(["inference", str(faded), str(back), "--luma-s-min", "none"]) == 0
+    assert read_header(back)["inference"] == {"s_min": 0.75}
+    assert model_variant.main(["inference", str(full), str(tmp_path / "x"), "--s-min", "2"]) == 2
+    assert "s_min must be between 0 and 1" in capsys.readouterr().err

@@ -28,8 +28,8 @@ def protector_factory():
         mop.centroids.normal_(generator=g)
         mop.target_entropy.uniform_(0, 4, generator=g)
 
-    def make(strength, s_min=0.5, s_max=1.0):
-        return Protector(enc, mop, strength, s_min, s_max)
+    def make(strength, s_min=0.5, s_max=1.0, luma_s_min=None):
+        return Protector(enc, mop, strength, s_min, s_max, luma_s_min)
 
     return make
 
@@ -42,8 +42,11 @@ def protector_factory():
     content=st.sampled_from(["noise", "flat", "black", "white", "edges"]),
     adaptive=st.booleans(),
     s_max=st.sampled_from([1.0, 0.75, 0.5]),
+    luma_floor=st.sampled_from([None, 0.0, 0.3]),
 )
-def test_bound_holds_after_8bit_rounding(protector_factory, h, w, seed, content, adaptive, s_max):
+def test_bound_holds_after_8bit_rounding(
+    protector_factory, h, w, seed, content, adaptive, s_max, luma_floor
+):
     g = torch.Generator().manual_seed(seed)
     if content == "noise":
         x8 = torch.randint(0, 256, (1, 3, h, w), generator=g)
@@ -56,7 +59,10 @@ def test_bound_holds_after_8bit_rounding(protector_factory, h, w, seed, content,
     else:
         x8 = (torch.arange(w).repeat(h, 1) % 2 * 255).expand(1, 3, h, w)
     x = x8.float() / 255
-    p = protector_factory(JNDMap() if adaptive else None, s_min=0.5 * s_max, s_max=s_max)
+    luma_s_min = None if luma_floor is None else luma_floor * s_max
+    p = protector_factory(
+        JNDMap() if adaptive else None, s_min=0.5 * s_max, s_max=s_max, luma_s_min=luma_s_min
+    )
     with torch.no_grad():
         out = p(x)
     assert out.shape == x.shape
@@ -83,6 +89,32 @@ def test_adaptive_gives_less_to_flat_than_to_textured_regions(protector_factory)
         d = (p(x) - x).abs()
     flat, textured = d[..., 4:60, 4:28].mean(), d[..., 4:60, 36:60].mean()
     assert textured > 1.5 * flat, (flat, textured)
+
+
+def test_a_luma_floor_scales_the_luma_part_alone(protector_factory):
+    """``luma_s_min``: where the map says fully visible (a flat mid-tone image), the colour
+    part gets ``s_min`` and the luma part ``luma_s_min``; a floor equal to ``s_min`` is the
+    plain map; on texture the luma part stays."""
+    from fastprotect.filters import luma
+
+    x = torch.tensor([0.5, 0.45, 0.55]).view(1, 3, 1, 1).expand(1, 3, 32, 32)  # flat, not grey
+    with torch.no_grad():
+        plain = protector_factory(JNDMap(), s_min=0.5)
+        delta = plain.resized_perturbation(*plain.choose(x), x)
+        seen = (JNDMap()(x, (x + delta).clamp(0, 1)) == 1).expand_as(x)  # S(1 - m) = s_min
+        assert seen.float().mean() > 0.2
+        faded = protector_factory(JNDMap(), s_min=0.5, luma_s_min=0.0)(x) - x
+        expected = (0.5 * (delta - luma(delta))).clamp(-8 / 255, 8 / 255)
+        torch.testing.assert_close(faded[seen], expected[seen])
+        assert luma(faded)[seen[:, :1]].abs().max() < 1e-6
+        same = protector_factory(JNDMap(), s_min=0.5, luma_s_min=0.5)(x)
+        torch.testing.assert_close(same, plain(x))
+        torch.manual_seed(0)
+        t = torch.rand(1, 3, 32, 32)  # strong texture: the luma part stays
+        kept = luma(protector_factory(JNDMap(), s_min=0.5, luma_s_min=0.0)(t) - t).abs().mean()
+        assert kept > 0.5 * luma(plain(t) - t).abs().mean()
+    with pytest.raises(ValueError, match="luma_s_min"):
+        protector_factory(JNDMap(), s_min=0.5, luma_s_min=1.5)
 
 
 def test_jnd_threshold_is_higher_on_dark_and_textured_backgrounds():

@@ -215,12 +215,31 @@ def test_view_module_trains_toward_the_target_views(encoder):
     assert recipe["views"]["scales"] == [0.75, 2.0] and recipe["strength_s_min"] == 0.5
 
 
+def test_training_scales_the_luma_part_as_protect_does(encoder):
+    """``strength_luma_s_min`` in training is ``Protector.luma_s_min`` at protect time: the
+    same scaled perturbation for the same image and perturbation."""
+    from fastprotect.protector import Protector
+    from fastprotect.strength import JNDMap
+
+    m = MoPModule(encoder, resolution=R, groups=1, strength_s_min=0.75, strength_luma_s_min=0.1)
+    p = Protector(encoder, m.mop, JNDMap(), s_min=0.75, luma_s_min=0.1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, R, R, generator=g)
+    x[..., : R // 2] = torch.tensor([0.5, 0.4, 0.6]).view(1, 3, 1, 1)  # a flat half
+    delta = (torch.rand(1, 3, R, R, generator=g) - 0.5) * 0.03  # inside the budget
+    trained = m._strength(x, delta)
+    torch.testing.assert_close(trained, p.scale(x, delta.clone()))
+    plain = MoPModule(encoder, resolution=R, groups=1, strength_s_min=0.75)._strength(x, delta)
+    assert not torch.allclose(trained, plain)  # the floor did something: the flat half
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"view": -1}, "view"),
         ({"views": AttackerViews()}, "view size"),
         ({"strength_s_min": 2}, "s_min"),
+        ({"strength_luma_s_min": 0.5}, "needs strength_s_min"),
     ],
 )
 def test_bad_module_view_settings_are_clear_errors(encoder, kwargs, match):
@@ -358,6 +377,27 @@ def test_luma_highpass_keeps_the_low_frequencies_out_of_the_luma_part(tmp_path, 
         assert torch.equal(p(x), Protector(encoder, mop, JNDMap())(x))
     report = export_protector(p, tmp_path / "g.pt", check_sizes=((40, 56), (1, 1)))
     assert max(report.max_abs_diff.values()) <= 1 / 255
+
+
+def test_a_luma_floor_fades_the_luma_part_on_flat_regions_and_exports(tmp_path, encoder):
+    mop = _isoluminant_mop(groups=0)
+    mop.config.luma_eta = 4 / 255
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a grey +-4/255 pattern: a luma change the JND map calls visible
+        mop.global_delta.copy_((torch.randint(0, 2, (1, 1, R, R), generator=g) * 2 - 1) * 4 / 255)
+        mop.global_delta.add_(torch.tensor([1.0, -0.5, -0.5]).view(1, 3, 1, 1) * 2 / 255)
+    plain = Protector(encoder, mop, JNDMap(), s_min=0.75)
+    faded = Protector(encoder, mop, JNDMap(), s_min=0.75, luma_s_min=0.0)
+    flat = torch.tensor([0.5, 0.45, 0.55]).view(1, 3, 1, 1).expand(1, 3, 45, 70).contiguous()
+    with torch.no_grad():
+        kept = (luma(plain(flat)) - luma(flat)).abs().mean()
+        left = (luma(faded(flat)) - luma(flat)).abs().mean()
+    assert kept > 2 / 255 and left < kept / 4
+    # the floor is part of the same module: the exported graph does it too
+    report = export_protector(faded, tmp_path / "f.pt", check_sizes=((40, 56), (1, 1)))
+    assert max(report.max_abs_diff.values()) <= 1 / 255
+    with torch.no_grad():
+        assert (load_exported(tmp_path / "f.pt")(flat) - faded(flat)).abs().max() <= 1 / 255
 
 
 def test_luma_eta_module_trains_a_luma_part(encoder):

@@ -4,18 +4,21 @@
         RUN/model_step800.safetensors [--encoder taef2]
     python tools/model_variant.py split MODEL.safetensors --part colour OUT.safetensors
     python tools/model_variant.py luma-eta MODEL.safetensors 2 OUT.safetensors
+    python tools/model_variant.py inference MODEL.safetensors OUT.safetensors --luma-s-min 0
 
 ``from-checkpoint`` writes the mixture of a ``fit`` checkpoint (its tensors, its
 hyperparameters, the encoder named by ``--encoder``, which checkpoints do not hold) as a
-model file, with the run's ``s_min`` as the model's own: how an interrupted run is
-evaluated at any saved step. ``split`` keeps one part of each perturbation: ``luma``, the
-luma change ``Y(d) = 0.299 d_R + 0.587 d_G + 0.114 d_B`` on all three channels, or
-``colour``, ``d - Y(d)`` (not clipped here; ``protect`` clips to the budget). Used to find
-which part of a pattern the eye sees (docs/evaluation.md, "Colour or luma"). ``luma-eta``
-cuts a colour-first model's luma part to a smaller bound (in 1/255 steps; 0: colour only),
-the same model otherwise: its luma part was trained clipped to its own bound, so a lower
-one is the trained part clipped harder, never an untrained one. None overwrites an
-existing file.
+model file, with the run's ``s_min`` (and luma ``s_min``) as the model's own: how an
+interrupted run is evaluated at any saved step. ``split`` keeps one part of each
+perturbation: ``luma``, the luma change ``Y(d) = 0.299 d_R + 0.587 d_G + 0.114 d_B`` on
+all three channels, or ``colour``, ``d - Y(d)`` (not clipped here; ``protect`` clips to
+the budget). Used to find which part of a pattern the eye sees (docs/evaluation.md,
+"Colour or luma"). ``luma-eta`` cuts a colour-first model's luma part to a smaller bound
+(in 1/255 steps; 0: colour only), the same model otherwise: its luma part was trained
+clipped to its own bound, so a lower one is the trained part clipped harder, never an
+untrained one. ``inference`` sets the model's own inference defaults: ``--s-min``, and
+``--luma-s-min``, the strength floor of the luma part alone (``Protector.luma_s_min``;
+``none`` removes it). None overwrites an existing file.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ def from_checkpoint(ckpt: Path, out: Path, encoder: str) -> Path:
     mop.load_state_dict(
         {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     )
-    s_min = hp.get("strength_s_min")
+    own = {"s_min": hp.get("strength_s_min"), "luma_s_min": hp.get("strength_luma_s_min")}
+    own = {k: v for k, v in own.items() if v is not None}
     return save_model(
         mop,
         out,
         enc.identity(),
         {"steps": int(state["global_step"]), "from_checkpoint": str(ckpt)},
-        inference={"s_min": s_min} if s_min is not None else None,
+        inference=own or None,
     )
 
 
@@ -82,6 +86,22 @@ def cut_luma(model: Path, luma_eta_255: float, out: Path) -> Path:
     return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
 
 
+def set_inference(model: Path, out: Path, s_min: float | None, luma_s_min: str | None) -> Path:
+    mop, doc = load_model(model)
+    own = dict(doc.get("inference") or {})
+    if s_min is not None:
+        own["s_min"] = s_min
+    if luma_s_min == "none":
+        own.pop("luma_s_min", None)
+    elif luma_s_min is not None:
+        own["luma_s_min"] = float(luma_s_min)
+    for key, value in own.items():
+        if not 0 <= value <= 1:
+            raise ValueError(f"{key} must be between 0 and 1, got {value}")
+    recipe = {**doc.get("recipe", {}), "inference_set": {"from": str(model), **own}}
+    return save_model(mop, out, doc["encoder"], recipe, inference=own or None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -97,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("model", type=Path)
     e.add_argument("luma_eta", type=float, help="the new bound, in 1/255 steps (0: colour only)")
     e.add_argument("out", type=Path)
+    i = sub.add_parser("inference", help="set a model's own inference defaults")
+    i.add_argument("model", type=Path)
+    i.add_argument("out", type=Path)
+    i.add_argument("--s-min", type=float, help="strength floor of the whole perturbation")
+    i.add_argument("--luma-s-min", help="strength floor of the luma part alone (a number, or none)")
     args = ap.parse_args(argv)
     if args.out.exists():
         print(f"model_variant: {args.out} exists; choose another name", file=sys.stderr)
@@ -107,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         path = split(args.model, args.part, args.out)
     else:
         try:
-            path = cut_luma(args.model, args.luma_eta, args.out)
+            if args.command == "luma-eta":
+                path = cut_luma(args.model, args.luma_eta, args.out)
+            else:
+                path = set_inference(args.model, args.out, args.s_min, args.luma_s_min)
         except ValueError as err:
             print(f"model_variant: {err}", file=sys.stderr)
             return 2
