@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -200,9 +201,13 @@ class MoPModule(L.LightningModule):
             m = self.strength_map(x, (x + delta).clamp(0, 1))
         scaled = delta * (1 - (1 - self.strength_s_min) * m)
         if self.strength_luma_s_min is None:
-            return scaled
+            return scaled  # within the budget: every factor is at most 1
         y = luma(delta)
-        return scaled + y * (self.strength_luma_s_min - self.strength_s_min) * m
+        scaled = scaled + y * (self.strength_luma_s_min - self.strength_s_min) * m
+        # the colour part alone may exceed the budget where its luma part fades: clip as
+        # Protector.scale does
+        bound = math.floor(255 * self.mop.config.eta + 1e-6) / 255
+        return scaled.clamp(-bound, bound)
 
     def protect_views(
         self, x: Tensor, target: Tensor, group: Tensor

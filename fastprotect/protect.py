@@ -57,7 +57,9 @@ def load_protector(
         strength: ``auto`` (LPIPS if its weights are local, else JND), ``lpips``, ``jnd`` or
             ``off`` (no adaptive strength).
         s_min, s_max: the strength range of ``S``; ``s_min`` ``None``: the model's own
-            (``inference.s_min`` in its file), else 0.5, at most ``s_max``.
+            (``inference.s_min`` in its file), else 0.5, at most ``s_max``, and the model's
+            own floor of its luma part, if it has one (``inference.luma_s_min``); an
+            ``s_min`` given is the floor of the whole perturbation.
 
     Returns:
         The protector and the name of the strength map that runs (``off`` when none).
@@ -78,13 +80,14 @@ def configure(
     strength setting; :func:`load_protector`'s arguments. Protectors of one model may share
     its encoder and mixture (the web server builds one per intensity)."""
     own = doc.get("inference", {})
+    luma_s_min = None
     if s_min is None:  # the model's own, never above the s_max asked for
         s_min = min(float(own.get("s_min", DEFAULT_S_MIN)), s_max)
-    # a model may fade its luma part further than its colour part (Protector.luma_s_min);
-    # that is part of the model, never above the s_max asked for
-    luma_s_min = own.get("luma_s_min")
-    if luma_s_min is not None:
-        luma_s_min = min(float(luma_s_min), s_max)
+        # a model may fade its luma part further than its colour part
+        # (Protector.luma_s_min); an s_min asked for sets the floor of the whole
+        # perturbation instead ("at least 90 % everywhere" means the luma part too)
+        if own.get("luma_s_min") is not None:
+            luma_s_min = min(float(own["luma_s_min"]), s_max)
     if strength == "off":
         return Protector(encoder, mop, None, s_min, s_max, luma_s_min), "off"
     module, name = build_strength_map(strength)

@@ -36,9 +36,10 @@ class Protector(nn.Module):
         s_max: strength where it is invisible.
         luma_s_min: ``None``: the whole perturbation gets ``S``. A number: only its colour
             part ``delta - Y(delta)`` does; its luma part ``Y(delta)`` (``Y`` the luma
-            ``0.299 R + 0.587 G + 0.114 B``) gets ``S`` with this lower floor instead, so
-            a luma pattern fades out of flat regions, where the eye sees it, and stays in
-            texture, which hides it (docs/method.md, "Luma only where texture hides it").
+            ``0.299 R + 0.587 G + 0.114 B``) gets ``S`` with this floor instead (a lower
+            one, as a model sets it), so a luma pattern fades out of flat regions, where
+            the eye sees it, and stays in texture, which hides it (docs/method.md, "Luma
+            only where texture hides it").
     """
 
     def __init__(

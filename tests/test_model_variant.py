@@ -9,7 +9,7 @@ import torch
 
 from fastprotect.encoders import build_encoder
 from fastprotect.filters import luma
-from fastprotect.modelfile import load_model, read_header
+from fastprotect.modelfile import load_model, read_header, summary
 from fastprotect.module import MoPModule
 
 from .conftest import REPO
@@ -19,7 +19,13 @@ model_variant = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(model_variant)
 
 
-def _checkpoint(tmp_path, isoluminant: bool, luma_eta: float = 0.0, luma_highpass: float = 0.0):
+def _checkpoint(
+    tmp_path,
+    isoluminant: bool,
+    luma_eta: float = 0.0,
+    luma_highpass: float = 0.0,
+    luma_s_min: float | None = None,
+):
     m = MoPModule(
         build_encoder("tiny-random"),
         targets=["noise"],
@@ -30,6 +36,7 @@ def _checkpoint(tmp_path, isoluminant: bool, luma_eta: float = 0.0, luma_highpas
         luma_eta=luma_eta,
         luma_highpass=luma_highpass,
         strength_s_min=0.75,
+        strength_luma_s_min=luma_s_min,
     )
     with torch.no_grad():
         m.mop.global_delta.uniform_(-0.03, 0.03, generator=torch.Generator().manual_seed(0))
@@ -122,8 +129,21 @@ def test_a_models_own_luma_floor_reaches_the_protector(tmp_path, capsys):
     p = load_protector(faded, "jnd")[0]
     assert (p.s_min, p.luma_s_min) == (0.75, 0.2)
     assert load_protector(faded, "jnd", s_max=0.1)[0].luma_s_min == 0.1  # never above s_max
+    # an s_min asked for is the floor of the whole perturbation, luma part included
+    assert load_protector(faded, "jnd", s_min=0.9)[0].luma_s_min is None
+    assert "luma part s_min 0.2" in summary(faded) and "luma part" not in summary(full)
     back = tmp_path / "back.safetensors"
     assert model_variant.main(["inference", str(faded), str(back), "--luma-s-min", "none"]) == 0
     assert read_header(back)["inference"] == {"s_min": 0.75}
     assert model_variant.main(["inference", str(full), str(tmp_path / "x"), "--s-min", "2"]) == 2
     assert "s_min must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_a_run_trained_with_a_luma_floor_keeps_it_in_its_model_file(tmp_path):
+    _, ckpt = _checkpoint(tmp_path, isoluminant=True, luma_eta=4 / 255, luma_s_min=0.0)
+    out = tmp_path / "m.safetensors"
+    assert (
+        model_variant.main(["from-checkpoint", str(ckpt), str(out), "--encoder", "tiny-random"])
+        == 0
+    )
+    assert read_header(out)["inference"] == {"s_min": 0.75, "luma_s_min": 0.0}

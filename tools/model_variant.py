@@ -86,6 +86,13 @@ def cut_luma(model: Path, luma_eta_255: float, out: Path) -> Path:
     return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
 
 
+def _floor(text: str) -> str:
+    """``--luma-s-min``: a number, or ``none``."""
+    if text != "none":
+        float(text)  # raises ValueError, which argparse reports as an invalid value
+    return text
+
+
 def set_inference(model: Path, out: Path, s_min: float | None, luma_s_min: str | None) -> Path:
     mop, doc = load_model(model)
     own = dict(doc.get("inference") or {})
@@ -121,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("model", type=Path)
     i.add_argument("out", type=Path)
     i.add_argument("--s-min", type=float, help="strength floor of the whole perturbation")
-    i.add_argument("--luma-s-min", help="strength floor of the luma part alone (a number, or none)")
+    i.add_argument(
+        "--luma-s-min",
+        type=_floor,
+        help="strength floor of the luma part alone (a number, or none)",
+    )
     args = ap.parse_args(argv)
     if args.out.exists():
         print(f"model_variant: {args.out} exists; choose another name", file=sys.stderr)

@@ -55,7 +55,11 @@ class ExportGraph(L.Callback):
             strength, _ = build_strength_map(self.strength)
         mop = copy.deepcopy(pl_module.mop).cpu()
         encoder = copy.deepcopy(pl_module.encoder).cpu()
-        protector = Protector(encoder, mop, strength, self.s_min, self.s_max)
+        # a run trained with its own floor for the luma part exports it as its model has it
+        luma_s_min = getattr(pl_module, "strength_luma_s_min", None)
+        if luma_s_min is not None:
+            luma_s_min = min(luma_s_min, self.s_max)
+        protector = Protector(encoder, mop, strength, self.s_min, self.s_max, luma_s_min)
         for fmt in self.formats:
             path = next_free(folder / (model_path.stem + FORMATS[fmt]))
             report = export_protector(protector, path, fmt)

@@ -420,6 +420,7 @@ def evaluate(
         "reference_eta": reference.mop.config.eta,
         "strength_map": type(reference.strength_map).__name__ if reference.strength_map else "off",
         "s_min": reference.s_min,
+        "luma_s_min": reference.luma_s_min,
         "s_max": reference.s_max,
         # seconds per image depend on the machine and on this (CPU) thread count
         "torch_threads": torch.get_num_threads(),
