@@ -1,4 +1,5 @@
-"""tools/flat_crops.py and tools/plot_curves.py: the figures the docs show."""
+"""tools/flat_crops.py, tools/plot_curves.py, tools/paired.py and tools/image_sizes.py: the
+figures and numbers the docs show."""
 
 from __future__ import annotations
 
@@ -137,3 +138,15 @@ def test_paired_comparison_pairs_by_image(tmp_path):
     assert "(sd 0.30; higher on 1 of 2 images)" in out
     bad = subprocess.run([*tool, "a", "c"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no method 'c'" in bad.stderr
+
+
+def test_image_sizes_reports_the_publish_factor_per_domain(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("image_sizes", REPO / "tools" / "image_sizes.py")
+    image_sizes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(image_sizes)
+    for name, (w, h) in {"a.png": (1024, 2048), "b.png": (300, 256), "c.png": (512, 768)}.items():
+        (tmp_path / "faces").mkdir(exist_ok=True)
+        Image.new("RGB", (w, h)).save(tmp_path / "faces" / name)
+    assert image_sizes.main([str(tmp_path / "faces"), "--split", "all", "--view", "256"]) == 0
+    # shorter sides 1024, 256, 512 at a 256 view: factors 4, 1, 2
+    assert "| faces | 3 | 2.00 | 1.00 | 4.00 |" in capsys.readouterr().out
