@@ -147,3 +147,28 @@ def test_a_run_trained_with_a_luma_floor_keeps_it_in_its_model_file(tmp_path):
         == 0
     )
     assert read_header(out)["inference"] == {"s_min": 0.75, "luma_s_min": 0.0}
+
+
+def test_a_view_models_canvases_can_be_defined_at_another_view(tmp_path, capsys):
+    from fastprotect.protector import Protector
+
+    _, ckpt = _checkpoint(tmp_path, isoluminant=True)
+    full = tmp_path / "full.safetensors"
+    model_variant.main(["from-checkpoint", str(ckpt), str(full), "--encoder", "tiny-random"])
+    wide = tmp_path / "wide.safetensors"
+    assert model_variant.main(["view", str(full), "64", str(wide)]) == 0
+    a, b = load_model(full)[0], load_model(wide)[0]
+    assert (a.config.view, b.config.view) == (32, 64)
+    assert torch.equal(a.global_delta, b.global_delta)
+    # on a 64-px image the canvas (period 16 view px) repeats every 32 px at view 32 and
+    # every 16 px at view 64
+    enc = build_encoder("tiny-random")
+    x = torch.tensor([0.5, 0.45, 0.55]).view(1, 3, 1, 1).expand(1, 3, 64, 64)  # not grey
+    with torch.no_grad():
+        da = Protector(enc, a, None)(x) - x
+        db = Protector(enc, b, None)(x) - x
+    assert db.abs().max() > 0.01
+    torch.testing.assert_close(db[..., :16, :16], db[..., 16:32, 16:32])
+    assert not torch.allclose(da[..., :16, :16], da[..., 16:32, 16:32], atol=1e-3)
+    assert model_variant.main(["view", str(full), "4", str(tmp_path / "x.st")]) == 2
+    assert "at least 8" in capsys.readouterr().err

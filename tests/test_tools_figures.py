@@ -150,3 +150,6 @@ def test_image_sizes_reports_the_publish_factor_per_domain(tmp_path, capsys):
     assert image_sizes.main([str(tmp_path / "faces"), "--split", "all", "--view", "256"]) == 0
     # shorter sides 1024, 256, 512 at a 256 view: factors 4, 1, 2
     assert "| faces | 3 | 2.00 | 1.00 | 4.00 |" in capsys.readouterr().out
+    assert image_sizes.main([str(tmp_path / "faces"), "--split", "all", "--min-side", "512"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert sorted(listed) == [str(tmp_path / "faces" / n) for n in ("a.png", "c.png")]

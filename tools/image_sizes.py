@@ -5,6 +5,9 @@ one view pixel, and so how much a view model's pattern is enlarged in the publis
     python tools/image_sizes.py ../shared/data/objects ../shared/data/faces \
         ../shared/data/cartoon ../shared/data/extras --split val --view 512
 
+With ``--min-side N`` it prints instead the paths of the images whose shorter side is at
+least N pixels, one per line (to gather the large ones of a split).
+
 The split is the one ``fit`` and ``evaluate`` use (``--val-fraction``, default 0.2);
 the domain is the first folder below each data root, as ``evaluate`` reports it.
 """
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=["val", "train", "all"], default="val")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--view", type=int, default=512)
+    ap.add_argument("--min-side", type=int, help="list the images at least this large")
     args = ap.parse_args(argv)
     factors: dict[str, list[float]] = defaultdict(list)
     for root in args.data:
@@ -37,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
             files = val if args.split == "val" else train
         for f in files:
             with Image.open(f) as im:
-                factors[root.name].append(min(im.size) / args.view)
+                side = min(im.size)
+            if args.min_side is not None:
+                if side >= args.min_side:
+                    print(f)
+                continue
+            factors[root.name].append(side / args.view)
+    if args.min_side is not None:
+        return 0
     print(f"| domain | images | publish factor at view {args.view}: median | min | max |")
     print("|---|---:|---:|---:|---:|")
     for domain, fs in factors.items():

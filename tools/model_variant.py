@@ -5,6 +5,7 @@
     python tools/model_variant.py split MODEL.safetensors --part colour OUT.safetensors
     python tools/model_variant.py luma-eta MODEL.safetensors 2 OUT.safetensors
     python tools/model_variant.py inference MODEL.safetensors OUT.safetensors --luma-s-min 0
+    python tools/model_variant.py view MODEL.safetensors 820 OUT.safetensors
 
 ``from-checkpoint`` writes the mixture of a ``fit`` checkpoint (its tensors, its
 hyperparameters, the encoder named by ``--encoder``, which checkpoints do not hold) as a
@@ -18,7 +19,11 @@ the budget). Used to find which part of a pattern the eye sees (docs/evaluation.
 clipped to its own bound, so a lower one is the trained part clipped harder, never an
 untrained one. ``inference`` sets the model's own inference defaults: ``--s-min``, and
 ``--luma-s-min``, the strength floor of the luma part alone (``Protector.luma_s_min``;
-``none`` removes it). None overwrites an existing file.
+``none`` removes it). ``view`` keeps a view model's canvases but defines them at another
+view size: on an image whose shorter side is S the canvas is enlarged S / view times in
+the published file, and an attacker at the trained view sees it scaled by trained view /
+new view (how a finer published pattern would fare, without retraining). None overwrites
+an existing file.
 """
 
 from __future__ import annotations
@@ -109,6 +114,18 @@ def set_inference(model: Path, out: Path, s_min: float | None, luma_s_min: str |
     return save_model(mop, out, doc["encoder"], recipe, inference=own or None)
 
 
+def change_view(model: Path, view: int, out: Path) -> Path:
+    mop, doc = load_model(model)
+    if not mop.config.view:
+        raise ValueError(f"{model}: not a view model (its perturbations are stretched)")
+    if view < 8:
+        raise ValueError(f"the view is a shorter side in pixels (at least 8), got {view}")
+    old = mop.config.view
+    mop.config = dataclasses.replace(mop.config, view=view)
+    recipe = {**doc.get("recipe", {}), "view_changed": {"from": str(model), "view": old}}
+    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -133,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         type=_floor,
         help="strength floor of the luma part alone (a number, or none)",
     )
+    v = sub.add_parser("view", help="define a view model's canvases at another view size")
+    v.add_argument("model", type=Path)
+    v.add_argument("view", type=int, help="the new view size (shorter side, px)")
+    v.add_argument("out", type=Path)
     args = ap.parse_args(argv)
     if args.out.exists():
         print(f"model_variant: {args.out} exists; choose another name", file=sys.stderr)
@@ -145,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "luma-eta":
                 path = cut_luma(args.model, args.luma_eta, args.out)
+            elif args.command == "view":
+                path = change_view(args.model, args.view, args.out)
             else:
                 path = set_inference(args.model, args.out, args.s_min, args.luma_s_min)
         except ValueError as err:
