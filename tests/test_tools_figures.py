@@ -153,3 +153,6 @@ def test_image_sizes_reports_the_publish_factor_per_domain(tmp_path, capsys):
     assert image_sizes.main([str(tmp_path / "faces"), "--split", "all", "--min-side", "512"]) == 0
     listed = capsys.readouterr().out.split()
     assert sorted(listed) == [str(tmp_path / "faces" / n) for n in ("a.png", "c.png")]
+    argv = [str(tmp_path / "faces"), "--split", "all", "--min-side", "512", "--first", "1"]
+    assert image_sizes.main(argv) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "faces" / "a.png")]

@@ -6,7 +6,8 @@ one view pixel, and so how much a view model's pattern is enlarged in the publis
         ../shared/data/cartoon ../shared/data/extras --split val --view 512
 
 With ``--min-side N`` it prints instead the paths of the images whose shorter side is at
-least N pixels, one per line (to gather the large ones of a split).
+least N pixels, one per line (``--first K``: the first K of them, in file order), to
+gather the large ones of a split.
 
 The split is the one ``fit`` and ``evaluate`` use (``--val-fraction``, default 0.2);
 the domain is the first folder below each data root, as ``evaluate`` reports it.
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--view", type=int, default=512)
     ap.add_argument("--min-side", type=int, help="list the images at least this large")
+    ap.add_argument("--first", type=int, help="with --min-side: list at most this many")
     args = ap.parse_args(argv)
+    listed = 0
     factors: dict[str, list[float]] = defaultdict(list)
     for root in args.data:
         files = list_images([root])
@@ -43,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             with Image.open(f) as im:
                 side = min(im.size)
             if args.min_side is not None:
-                if side >= args.min_side:
+                if side >= args.min_side and (args.first is None or listed < args.first):
                     print(f)
+                    listed += 1
                 continue
             factors[root.name].append(side / args.view)
     if args.min_side is not None:
