@@ -27,9 +27,9 @@ from .mop import MixtureOfPerturbations, MoPConfig
 FORMAT = "fastprotect-mop"
 #: the newest format this code reads: v2 adds ``config.view`` (periodic canvases at the
 #: attacker's scale), v3 ``config.isoluminant``, v4 ``config.luma_eta`` (and
-#: ``luma_highpass``); each model is written in the oldest version that holds it
-#: (:func:`format_version`)
-FORMAT_VERSION = 4
+#: ``luma_highpass``), v5 ``config.publish_cap``; each model is written in the oldest
+#: version that holds it (:func:`format_version`)
+FORMAT_VERSION = 5
 TENSORS = ("global_delta", "group_delta", "centroids", "target_entropy", "targets")
 #: tensors stored as float16 in the compact form (the centroids stay float32, so the
 #: nearest-centroid choice is exactly the full model's)
@@ -55,7 +55,9 @@ def _colour_line(c: MoPConfig) -> str:
 def format_version(config: MoPConfig) -> int:
     """The oldest format that can hold ``config``, so older readers refuse only what they
     would get wrong: 1 stretched perturbations, 2 view canvases, 3 isoluminant ones, 4 ones
-    with a bounded luma part."""
+    with a bounded luma part, 5 canvases whose published enlargement is capped."""
+    if config.publish_cap:
+        return 5
     if config.luma_eta:
         return 4
     if config.isoluminant:
@@ -186,6 +188,7 @@ def summary(path: str | os.PathLike) -> str:
         f"entropy     {c.entropy_bins} bins on {list(c.entropy_range)}",
         f"reduction   {doc['reduction']} (grid {c.latent_grid}, D={c.feature_dim})",
         f"view        {c.view} px (periodic canvases at the attacker's scale)"
+        + (f", enlarged at most {c.publish_cap:g}x in the file" if c.publish_cap else "")
         if c.view
         else "view        - (perturbations stretched to each image)",
         _colour_line(c),

@@ -54,6 +54,9 @@ class MoPModule(L.LightningModule):
         strength_luma_s_min: with ``strength_s_min``: the luma part of each perturbation
             gets its own floor, as :class:`~fastprotect.protector.Protector`'s
             ``luma_s_min`` (``None``: the same ``s_min`` as the colour part).
+        publish_cap: a view model's canvas is enlarged at most this many times in the
+            published file (0: no cap; :class:`~fastprotect.mop.MoPConfig`); the attacker's
+            views of training follow it.
         model_file: where ``fit`` writes the model (default
             ``<trainer.default_root_dir>/model.safetensors``); never overwrites: an existing
             file gets a numbered sibling.
@@ -80,6 +83,7 @@ class MoPModule(L.LightningModule):
         luma_highpass: float = 0.0,
         strength_s_min: float | None = None,
         strength_luma_s_min: float | None = None,
+        publish_cap: float = 0.0,
         model_file: str | None = None,
     ) -> None:
         super().__init__()
@@ -116,6 +120,7 @@ class MoPModule(L.LightningModule):
             isoluminant=isoluminant,
             luma_eta=luma_eta,
             luma_highpass=luma_highpass,
+            publish_cap=publish_cap,
         )
         self.mop = MixtureOfPerturbations(config)
         with torch.no_grad():
@@ -127,6 +132,8 @@ class MoPModule(L.LightningModule):
             dict.fromkeys(n for term in self.loss_terms for n in term.layers(encoder))
         )
         self.views = (views or AttackerViews()) if view else None
+        if self.views is not None:
+            self.views.publish_cap = publish_cap
         self.strength_map = JNDMap() if strength_s_min is not None else None
         self.strength_s_min = strength_s_min
         self.strength_luma_s_min = strength_luma_s_min

@@ -55,8 +55,19 @@ class MoPConfig:
     #: construction: ``Y - G_sigma * Y`` (a Gaussian blur of this sigma in perturbation
     #: pixels, periodic like the canvas) before the luma clip; 0: no high-pass
     luma_highpass: float = 0.0
+    #: a view model's canvas is enlarged at most this many times in the published file
+    #: (0: no cap). Without it an image whose shorter side is S carries the canvas
+    #: enlarged S / view times, a coarse pattern on a large image; with it the canvas is
+    #: laid over a frame of shorter side max(view, S / cap), and the attacker at the view
+    #: sees it smaller than trained (fastprotect.views.canvas_to_image)
+    publish_cap: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.publish_cap and (self.publish_cap < 1 or not self.view):
+            raise ValueError(
+                f"publish_cap must be 0 (none) or at least 1, for a view model; got "
+                f"{self.publish_cap} (view {self.view})"
+            )
         if self.luma_highpass < 0:
             raise ValueError(f"luma_highpass must be >= 0, got {self.luma_highpass}")
         if self.luma_highpass and not self.luma_eta:
@@ -87,7 +98,7 @@ class MoPConfig:
         d["entropy_range"] = list(self.entropy_range)
         if not self.isoluminant:  # absent unless set, so readers before format 3 still read it
             del d["isoluminant"]
-        for key in ("luma_eta", "luma_highpass"):  # absent unless set: format-3 readers
+        for key in ("luma_eta", "luma_highpass", "publish_cap"):  # absent unless set
             if not d[key]:
                 del d[key]
         return d
@@ -180,7 +191,9 @@ class MixtureOfPerturbations(nn.Module):
         perturbations."""
         y = self.targets[target].float() / 255
         if self.config.view:
-            return canvas_to_image(y, size[0], size[1], self.config.view).clamp(0, 1)
+            return canvas_to_image(
+                y, size[0], size[1], self.config.view, self.config.publish_cap
+            ).clamp(0, 1)
         return F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
 
     def assignment_input(self, x: Tensor) -> Tensor:

@@ -93,8 +93,9 @@ class Protector(nn.Module):
         (:func:`~fastprotect.views.canvas_to_image`); a legacy model's perturbation
         stretched (bilinear) to the size of ``x``."""
         delta = self.mop.perturbation(target, group)
-        if self.mop.config.view:
-            return canvas_to_image(delta, x.shape[-2], x.shape[-1], self.mop.config.view)
+        c = self.mop.config
+        if c.view:
+            return canvas_to_image(delta, x.shape[-2], x.shape[-1], c.view, c.publish_cap)
         return F.interpolate(delta, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def scale(self, x: Tensor, delta: Tensor) -> Tensor:

@@ -47,6 +47,25 @@ def view_frame(h, w, view: int):
     return (h * view + m - 1) // m, (w * view + m - 1) // m
 
 
+def _max(a: int, b):
+    """``max`` of an int and a size that stays symbolic under tracing and export."""
+    if isinstance(b, Tensor):
+        return torch.clamp(b, min=a)
+    return torch.sym_max(a, b)
+
+
+def capped_view(h, w, view: int, cap: float = 0.0):
+    """The view size a canvas is laid over on an ``h x w`` image: ``view``, or with a
+    publish ``cap`` (see ``MoPConfig.publish_cap``) at least ``ceil(min(h, w) / cap)``,
+    so the canvas is enlarged at most ``cap`` times. Integer arithmetic (the cap in
+    thousandths), so it traces and exports."""
+    if not cap:
+        return view
+    c = round(cap * 1000)
+    m = _min(h, w)
+    return _max(view, (m * 1000 + c - 1) // c)
+
+
 def tile_canvas(canvas: Tensor, hv, wv, top=0, left=0) -> Tensor:
     """The periodic canvas ``Bx3xRxR`` read over an ``hv x wv`` frame starting at
     ``(top, left)`` (indices taken modulo ``R``); differentiable w.r.t. the canvas.
@@ -60,19 +79,20 @@ def tile_canvas(canvas: Tensor, hv, wv, top=0, left=0) -> Tensor:
     return canvas.index_select(2, rows).index_select(3, cols)
 
 
-def canvas_to_image(canvas: Tensor, h, w, view: int) -> Tensor:
+def canvas_to_image(canvas: Tensor, h, w, view: int, cap: float = 0.0) -> Tensor:
     """Map periodic canvases (period ``R`` view pixels) onto an ``h x w`` image.
 
     The canvas is tiled over the image's view frame (:func:`view_frame`) and resized
     isotropically to ``h x w``, bicubic (antialiased when shrinking): it keeps more of a
     fine-grained canvas through the attacker's downsampling than bilinear
-    (docs/training.md).
+    (docs/training.md). With a publish ``cap`` the frame is at least ``min(h, w) / cap``
+    view pixels on its shorter side (:func:`capped_view`).
     Works under tracing and ``torch.export`` for every image size.
 
     Shape:
         canvas: ``BxCxRxR``. Returns ``BxCxhxw``.
     """
-    hv, wv = view_frame(h, w, view)
+    hv, wv = view_frame(h, w, capped_view(h, w, view, cap))
     frame = tile_canvas(canvas, hv, wv)
     return F.interpolate(frame, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
 
@@ -134,6 +154,10 @@ class AttackerViews(nn.Module):
             raise ValueError(f"filters must be among {FILTERS}, got {list(filters)}")
         self.scales, self.publish = (s_lo, s_hi), (p_lo, p_hi)
         self.filters, self.max_side = tuple(filters), int(max_side)
+        #: the model's publish cap (``MoPConfig.publish_cap``; set by the training module):
+        #: a draw publishes the canvas enlarged min(p, cap) times, and the attacker, who
+        #: shrinks the image by p, sees it scaled by s * min(p, cap) / p
+        self.publish_cap = 0.0
 
     def describe(self) -> dict:
         """The settings, for the model file's recipe."""
@@ -142,6 +166,7 @@ class AttackerViews(nn.Module):
             "publish": list(self.publish),
             "filters": list(self.filters),
             "max_side": self.max_side,
+            "publish_cap": self.publish_cap,
         }
 
     def sample(self, g: torch.Generator | None = None) -> tuple[float, float, str]:
@@ -190,6 +215,8 @@ class AttackerViews(nn.Module):
         ds, ys = [], []
         for b in range(delta.shape[0]):
             s, p, mode = self.sample(g)
+            if self.publish_cap and p > self.publish_cap:
+                s, p = s * self.publish_cap / p, self.publish_cap
             top, left = (int(v) for v in torch.randint(r, (2,), generator=g))
             ds.append(self.view_of(delta[b], crop, s, p, mode, top, left))
             ys.append(self.view_of(target[b], crop, s, 1.0, mode, top, left, filtered=False))

@@ -172,3 +172,15 @@ def test_a_view_models_canvases_can_be_defined_at_another_view(tmp_path, capsys)
     assert not torch.allclose(da[..., :16, :16], da[..., 16:32, 16:32], atol=1e-3)
     assert model_variant.main(["view", str(full), "4", str(tmp_path / "x.st")]) == 2
     assert "at least 8" in capsys.readouterr().err
+
+
+def test_a_publish_cap_is_set_on_a_view_model(tmp_path, capsys):
+    _, ckpt = _checkpoint(tmp_path, isoluminant=True)
+    full = tmp_path / "full.safetensors"
+    model_variant.main(["from-checkpoint", str(ckpt), str(full), "--encoder", "tiny-random"])
+    capped = tmp_path / "capped.safetensors"
+    assert model_variant.main(["publish-cap", str(full), "1.25", str(capped)]) == 0
+    assert load_model(capped)[0].config.publish_cap == 1.25
+    assert read_header(capped)["format_version"] == 5
+    assert model_variant.main(["publish-cap", str(full), "0.5", str(tmp_path / "x.st")]) == 2
+    assert "publish_cap must be 0 (none) or at least 1" in capsys.readouterr().err

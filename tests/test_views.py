@@ -499,3 +499,62 @@ def test_a_model_file_newer_than_this_code_is_refused_clearly(tmp_path):
     save_file(load_file(str(path)), str(unknown), metadata={"fastprotect": json.dumps(doc)})
     with pytest.raises(ModelFileError, match="unknown model settings.*upgrade"):
         load_model(unknown)
+
+
+def test_a_publish_cap_keeps_the_canvas_fine_on_large_images(encoder, tmp_path):
+    """``publish_cap``: the canvas is laid over a frame of shorter side at least
+    ``min(h, w) / cap``, so it is enlarged at most ``cap`` times; small images are as
+    before; the model file is format 5; the exported graph does the same at every size."""
+    from fastprotect.views import capped_view
+
+    assert capped_view(1350, 2000, 512, 1.25) == 1080
+    assert capped_view(600, 800, 512, 1.25) == 512 and capped_view(1350, 2000, 512) == 512
+    with pytest.raises(ValueError, match="publish_cap"):
+        MoPConfig(view=32, publish_cap=0.5)
+    with pytest.raises(ValueError, match="publish_cap"):
+        MoPConfig(view=0, publish_cap=1.25)
+    mop = _view_mop()
+    capped = _view_mop()
+    capped.config.publish_cap = 1.25
+    canvas = mop.global_delta[:1]
+    # 128 px: uncapped, the 16-px canvas is enlarged 4x (period 64); capped, 1.25x
+    # (a frame of 103 view px, period 16 * 128 / 103 = 19.9 px)
+    free = canvas_to_image(canvas, 128, 128, 32)
+    fine = canvas_to_image(canvas, 128, 128, 32, 1.25)
+    a, b = (slice(16, 48), slice(16, 48)), (slice(80, 112), slice(80, 112))  # off the borders
+    torch.testing.assert_close(free[..., a[0], a[1]], free[..., b[0], b[1]])
+    assert not torch.allclose(fine[..., a[0], a[1]], fine[..., b[0], b[1]], atol=1e-3)
+    small = torch.rand(1, 3, 36, 50)  # shorter side 36 < 32 * 1.25: the cap changes nothing
+    with torch.no_grad():
+        torch.testing.assert_close(
+            Protector(encoder, capped, None)(small), Protector(encoder, mop, None)(small)
+        )
+    path = save_model(capped, tmp_path / "c.safetensors", {"kind": "test"})
+    assert read_header(path)["format_version"] == 5
+    assert "enlarged at most 1.25x" in summary(path)
+    assert load_model(path)[0].config.publish_cap == 1.25
+    assert (
+        "publish_cap"
+        not in read_header(save_model(mop, tmp_path / "m.st", {"kind": "t"}))["config"]
+    )
+    p = Protector(encoder, capped, JNDMap())
+    report = export_protector(p, tmp_path / "g.pt", check_sizes=((40, 56), (90, 130), (1, 1)))
+    assert max(report.max_abs_diff.values()) <= 1 / 255
+    x = torch.rand(1, 3, 120, 75)
+    with torch.no_grad():
+        assert (load_exported(tmp_path / "g.pt")(x) - p(x)).abs().max() <= 1 / 255
+        assert (p(x) - Protector(encoder, mop, JNDMap())(x)).abs().max() > 1 / 255
+
+
+def test_training_views_follow_the_publish_cap(monkeypatch):
+    """A draw that publishes the canvas enlarged p > cap times publishes it cap times
+    instead, and the attacker, who shrinks by p, sees it scaled by s * cap / p."""
+    views = AttackerViews()
+    views.publish_cap = 1.25
+    monkeypatch.setattr(views, "sample", lambda g=None: (1.5, 3.0, "bilinear"))
+    seen = []
+    monkeypatch.setattr(views, "view_of", lambda c, crop, s, p, *a, **k: seen.append((s, p)) or c)
+    delta = torch.zeros(1, 3, R, R)
+    views(delta, delta, R)
+    assert seen[0] == pytest.approx((1.5 * 1.25 / 3.0, 1.25))
+    assert views.describe()["publish_cap"] == 1.25

@@ -6,6 +6,7 @@
     python tools/model_variant.py luma-eta MODEL.safetensors 2 OUT.safetensors
     python tools/model_variant.py inference MODEL.safetensors OUT.safetensors --luma-s-min 0
     python tools/model_variant.py view MODEL.safetensors 820 OUT.safetensors
+    python tools/model_variant.py publish-cap MODEL.safetensors 1.25 OUT.safetensors
 
 ``from-checkpoint`` writes the mixture of a ``fit`` checkpoint (its tensors, its
 hyperparameters, the encoder named by ``--encoder``, which checkpoints do not hold) as a
@@ -22,8 +23,9 @@ untrained one. ``inference`` sets the model's own inference defaults: ``--s-min`
 ``none`` removes it). ``view`` keeps a view model's canvases but defines them at another
 view size: on an image whose shorter side is S the canvas is enlarged S / view times in
 the published file, and an attacker at the trained view sees it scaled by trained view /
-new view (how a finer published pattern would fare, without retraining). None overwrites
-an existing file.
+new view (how a finer published pattern would fare, without retraining). ``publish-cap`` sets a
+view model's ``publish_cap`` (``MoPConfig``: the canvas enlarged at most that many times in
+the file; 0 removes it). None overwrites an existing file.
 """
 
 from __future__ import annotations
@@ -126,6 +128,14 @@ def change_view(model: Path, view: int, out: Path) -> Path:
     return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
 
 
+def set_publish_cap(model: Path, cap: float, out: Path) -> Path:
+    mop, doc = load_model(model)
+    # a new config, checked again (a cap needs a view model and is 0 or at least 1)
+    mop.config = dataclasses.replace(mop.config, publish_cap=cap)
+    recipe = {**doc.get("recipe", {}), "publish_cap_set": {"from": str(model), "cap": cap}}
+    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -154,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("model", type=Path)
     v.add_argument("view", type=int, help="the new view size (shorter side, px)")
     v.add_argument("out", type=Path)
+    c2 = sub.add_parser("publish-cap", help="cap how much a view model's canvas is enlarged")
+    c2.add_argument("model", type=Path)
+    c2.add_argument("cap", type=float, help="at least 1 (0: no cap)")
+    c2.add_argument("out", type=Path)
     args = ap.parse_args(argv)
     if args.out.exists():
         print(f"model_variant: {args.out} exists; choose another name", file=sys.stderr)
@@ -168,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = cut_luma(args.model, args.luma_eta, args.out)
             elif args.command == "view":
                 path = change_view(args.model, args.view, args.out)
+            elif args.command == "publish-cap":
+                path = set_publish_cap(args.model, args.cap, args.out)
             else:
                 path = set_inference(args.model, args.out, args.s_min, args.luma_s_min)
         except ValueError as err:
