@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .filters import luma
 from .losses import LossInputs, LossTerm, default_losses
 from .modelfile import save_model
 from .mop import MixtureOfPerturbations, MoPConfig
+from .protector import budget_bound
 from .strength import JNDMap
 from .targets import make_targets
 from .views import AttackerViews
@@ -213,7 +213,7 @@ class MoPModule(L.LightningModule):
         scaled = scaled + y * (self.strength_luma_s_min - self.strength_s_min) * m
         # the colour part alone may exceed the budget where its luma part fades: clip as
         # Protector.scale does
-        bound = math.floor(255 * self.mop.config.eta + 1e-6) / 255
+        bound = budget_bound(self.mop.config.eta)
         return scaled.clamp(-bound, bound)
 
     def protect_views(

@@ -18,6 +18,12 @@ from .mop import MixtureOfPerturbations
 from .views import canvas_to_image
 
 
+def budget_bound(eta: float, s_max: float = 1.0) -> float:
+    """The largest change per channel, ``floor(255 * s_max * eta) / 255``: a whole number
+    of 8-bit levels, so that the bound holds after rounding to 8 bits."""
+    return math.floor(255 * s_max * eta + 1e-6) / 255
+
+
 class Protector(nn.Module):
     """Encode at the assignment resolution, choose target and group, resize the
     perturbation to the image, scale it by the strength map, add, clamp. (A universal
@@ -62,7 +68,7 @@ class Protector(nn.Module):
         self.s_min = float(s_min)
         self.s_max = float(s_max)
         self.luma_s_min = None if luma_s_min is None else float(luma_s_min)
-        self.bound = math.floor(255 * s_max * mop.config.eta + 1e-6) / 255
+        self.bound = budget_bound(mop.config.eta, s_max)
 
     # The stages, one method each so the benchmark can time them; forward composes them.
     def encode(self, x: Tensor) -> Tensor:
@@ -107,15 +113,15 @@ class Protector(nn.Module):
         # down (a 2048x2048 RGB float map is 48 MB).
         if self.strength_map is not None:
             m = self.strength_map(x, (x + delta).clamp_(0, 1))
+            luma_factor = None  # S_luma(1 - m), before m is overwritten
             if self.luma_s_min is not None:
-                y = luma(delta)
                 luma_factor = m * (self.luma_s_min - self.s_max) + self.s_max
-                factor = m.mul_(self.s_min - self.s_max).add_(self.s_max)  # S(1 - m)
-                # colour part * S + luma part * S_luma
-                delta = delta.sub_(y).mul_(factor).add_(y.mul_(luma_factor))
-            else:
-                factor = m.mul_(self.s_min - self.s_max).add_(self.s_max)  # S(1 - m)
+            factor = m.mul_(self.s_min - self.s_max).add_(self.s_max)  # S(1 - m)
+            if luma_factor is None:
                 delta = delta.mul_(factor)
+            else:  # colour part * S + luma part * S_luma
+                y = luma(delta)
+                delta = delta.sub_(y).mul_(factor).add_(y.mul_(luma_factor))
         else:
             delta = delta * self.s_max
         return delta.clamp_(-self.bound, self.bound)

@@ -65,6 +65,14 @@ def from_checkpoint(ckpt: Path, out: Path, encoder: str) -> Path:
     )
 
 
+def _write(mop, doc: dict, out: Path, step: str, what: dict, inference=...) -> Path:
+    """``mop`` as a model file with ``doc``'s encoder and inference settings (or those
+    given), its recipe noting this ``step``."""
+    recipe = {**doc.get("recipe", {}), step: what}
+    own = doc.get("inference") if inference is ... else inference
+    return save_model(mop, out, doc["encoder"], recipe, inference=own)
+
+
 def split(model: Path, part: str, out: Path) -> Path:
     mop, doc = load_model(model)
     with torch.no_grad():
@@ -72,8 +80,7 @@ def split(model: Path, part: str, out: Path) -> Path:
             flat = p.view(-1, 3, *p.shape[-2:])
             y = luma(flat)
             flat.copy_(y.expand_as(flat) if part == "luma" else flat - y)
-    recipe = {**doc.get("recipe", {}), "split": {"from": str(model), "part": part}}
-    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+    return _write(mop, doc, out, "split", {"from": str(model), "part": part})
 
 
 def cut_luma(model: Path, luma_eta_255: float, out: Path) -> Path:
@@ -89,8 +96,7 @@ def cut_luma(model: Path, luma_eta_255: float, out: Path) -> Path:
     # a new config, checked again; no luma left means no luma high-pass either
     new = luma_eta_255 / 255
     mop.config = dataclasses.replace(c, luma_eta=new, luma_highpass=c.luma_highpass if new else 0.0)
-    recipe = {**doc.get("recipe", {}), "luma_eta_cut": {"from": str(model), "to": luma_eta_255}}
-    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+    return _write(mop, doc, out, "luma_eta_cut", {"from": str(model), "to": luma_eta_255})
 
 
 def _floor(text: str) -> str:
@@ -112,8 +118,7 @@ def set_inference(model: Path, out: Path, s_min: float | None, luma_s_min: str |
     for key, value in own.items():
         if not 0 <= value <= 1:
             raise ValueError(f"{key} must be between 0 and 1, got {value}")
-    recipe = {**doc.get("recipe", {}), "inference_set": {"from": str(model), **own}}
-    return save_model(mop, out, doc["encoder"], recipe, inference=own or None)
+    return _write(mop, doc, out, "inference_set", {"from": str(model), **own}, own or None)
 
 
 def change_view(model: Path, view: int, out: Path) -> Path:
@@ -124,16 +129,14 @@ def change_view(model: Path, view: int, out: Path) -> Path:
         raise ValueError(f"the view is a shorter side in pixels (at least 8), got {view}")
     old = mop.config.view
     mop.config = dataclasses.replace(mop.config, view=view)
-    recipe = {**doc.get("recipe", {}), "view_changed": {"from": str(model), "view": old}}
-    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+    return _write(mop, doc, out, "view_changed", {"from": str(model), "view": old})
 
 
 def set_publish_cap(model: Path, cap: float, out: Path) -> Path:
     mop, doc = load_model(model)
     # a new config, checked again (a cap needs a view model and is 0 or at least 1)
     mop.config = dataclasses.replace(mop.config, publish_cap=cap)
-    recipe = {**doc.get("recipe", {}), "publish_cap_set": {"from": str(model), "cap": cap}}
-    return save_model(mop, out, doc["encoder"], recipe, inference=doc.get("inference"))
+    return _write(mop, doc, out, "publish_cap_set", {"from": str(model), "cap": cap})
 
 
 def main(argv: list[str] | None = None) -> int:
