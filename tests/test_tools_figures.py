@@ -138,6 +138,24 @@ def test_paired_comparison_pairs_by_image(tmp_path):
     assert "(sd 0.30; higher on 1 of 2 images)" in out
     bad = subprocess.run([*tool, "a", "c"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no method 'c'" in bad.stderr
+    # method B from a second run of the same images: its rows replace the first file's
+    other = {
+        "settings": {"methods": ["b"], "transforms": ["clean"]},
+        "rows": [
+            dict(r, disruption_db=r["disruption_db"] + 1.0) for r in rows if r["method"] == "b"
+        ],
+        "summary": [dict(e, psnr=31.0) for e in summary if e["method"] == "b"],
+    }
+    other_path = tmp_path / "other.json"
+    other_path.write_text(json.dumps(other))
+    cmd = [*tool, "a", "b", "--b-from", str(other_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "| b 3.20 | b - a +1.20 dB (sd 0.30; higher on 2 of 2 images)" in out
+    assert "b view 512: PSNR 31.00 dB" in out
+    other["rows"] = other["rows"][:1]  # one image missing: an error, not a smaller mean
+    other_path.write_text(json.dumps(other))
+    bad = subprocess.run(cmd, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no 'b' row for img1" in bad.stderr
 
 
 def test_image_sizes_reports_the_publish_factor_per_domain(tmp_path, capsys):

@@ -1,12 +1,17 @@
 """Paired per-image comparison of two methods of one ``fastprotect evaluate`` run.
 
     python tools/paired.py runs/taef2_v2_k0/eval1000/results.json k0_200 k0_1000
+    python tools/paired.py runs/a/results.json v1 capt --b-from runs/b/results.json
 
 For each transform (and view, in view mode): the mean decode disruption of the
 unprotected image, of method A and of method B, then B - A per image: its mean, spread
 (population standard deviation) and on how many images B was higher. Then each method's
 PSNR and low-frequency PSNR on clean images. Pairing by image removes most of the
 image-to-image spread, so a small but consistent difference shows.
+
+With ``--b-from``, method B is read from a second run's results.json (the same images,
+transforms and views; evaluation is deterministic), so a new model can be paired with a
+reference measured earlier without measuring the reference again.
 """
 
 from __future__ import annotations
@@ -23,14 +28,38 @@ def main() -> int:
     ap.add_argument("results", help="results.json of fastprotect evaluate")
     ap.add_argument("a", help="method A (the reference)")
     ap.add_argument("b", help="method B")
+    ap.add_argument(
+        "--b-from",
+        metavar="RESULTS",
+        help="read method B from this results.json instead (same images, transforms, views)",
+    )
     args = ap.parse_args()
     doc = json.loads(Path(args.results).read_text())
-    methods = doc["settings"]["methods"]
-    for m in (args.a, args.b):
-        if m not in methods:
-            print(f"paired: no method {m!r} in {args.results}; it has {methods}", file=sys.stderr)
+    b_path = Path(args.b_from) if args.b_from else Path(args.results)
+    doc_b = json.loads(b_path.read_text()) if args.b_from else doc
+    for m, d, path in ((args.a, doc, args.results), (args.b, doc_b, b_path)):
+        if m not in d["settings"]["methods"]:
+            have = d["settings"]["methods"]
+            print(f"paired: no method {m!r} in {path}; it has {have}", file=sys.stderr)
             return 2
     rows = {(r["method"], r["transform"], r["view"], r["image"]): r for r in doc["rows"]}
+    if args.b_from:
+        rows = {k: r for k, r in rows.items() if k[0] != args.b}
+        rows_b = {
+            (r["method"], r["transform"], r["view"], r["image"]): r
+            for r in doc_b["rows"]
+            if r["method"] == args.b
+        }
+        missing = {k[1:] for k in rows if k[0] == args.a} - {k[1:] for k in rows_b}
+        if missing:
+            t, v, i = sorted(missing, key=str)[0]
+            print(
+                f"paired: {b_path} has no {args.b!r} row for {i} ({t}, view {v}); "
+                f"{len(missing)} rows of {args.a!r} are unmatched",
+                file=sys.stderr,
+            )
+            return 2
+        rows.update(rows_b)
     views = sorted({r["view"] for r in doc["rows"]}, key=lambda v: (v is None, v))
     for t in doc["settings"]["transforms"]:
         for v in views:
@@ -49,8 +78,8 @@ def main() -> int:
                 f"(sd {statistics.pstdev(diff):.2f}; higher on {sum(d > 0 for d in diff)} of "
                 f"{len(diff)} images)"
             )
-    for m in (args.a, args.b):
-        for e in doc["summary"]:
+    for m, d in ((args.a, doc), (args.b, doc_b)):
+        for e in d["summary"]:
             if (e["method"], e["transform"], e["domain"]) == (m, "clean", "all"):
                 where = f" view {e['view']}" if e.get("view") is not None else ""
                 print(
