@@ -2,7 +2,8 @@
 
 The file lives in ``fastprotect/assets/`` in its compact form (float16 perturbations, see
 :mod:`fastprotect.modelfile`), is versioned by name, and is checked against its pinned
-sha256 before use. How it was trained and what it was measured to do:
+sha256 before use. Earlier releases stay in the package and are named like a model file:
+``--model fastprotect-taef2-v1``. How it was trained and what it was measured to do:
 ``docs/model-card.md``. It holds only the perturbations and the assignment; the TAEF2
 encoder it needs is resolved like any other weights (:mod:`fastprotect.weights`).
 """
@@ -16,34 +17,62 @@ from .modelfile import ModelFileError
 from .weights import ChecksumError, sha256_file
 
 NAME = "fastprotect-taef2"
-VERSION = "1"
+#: every released version that ships in the package, with the sha256 of its file; a
+#: released file is never replaced in place, a new release gets a new version
+RELEASES = {
+    "1": "3dbab87c69d3e69d7dfbb53689771685888d1cd31ae824971d0e6253b8fa3865",
+    "2": "8c2930d997b591a9a45fb35cee9ccfcbd787316f6e73c6112a80ddd6b434b434",
+}
+#: the default: used whenever no model is named
+VERSION = "2"
 FILE = f"{NAME}-v{VERSION}.safetensors"
-SHA256 = "3dbab87c69d3e69d7dfbb53689771685888d1cd31ae824971d0e6253b8fa3865"
+SHA256 = RELEASES[VERSION]
 ASSETS = Path(__file__).parent / "assets"
 
 
 def default_model() -> Path:
-    """The shipped model file, verified.
+    """The shipped default model file, verified.
 
     Raises:
         ModelFileError: the file is missing from this installation.
         ChecksumError: its bytes are not the released ones.
     """
-    path = ASSETS / FILE
+    return released_model(VERSION)
+
+
+def released_model(version: str) -> Path:
+    """The packaged file of release ``version`` (``"1"``, ``"2"``, ...), verified.
+
+    Raises:
+        ModelFileError: no such release, or its file is missing from this installation.
+        ChecksumError: its bytes are not the released ones.
+    """
+    if version not in RELEASES:
+        known = ", ".join(f"{NAME}-v{v}" for v in RELEASES)
+        raise ModelFileError(f"{NAME} has no release v{version}; the releases are {known}")
+    file = f"{NAME}-v{version}.safetensors"
+    path = ASSETS / file
     if not path.is_file():
         raise ModelFileError(
-            f"the default model {FILE} is missing from this installation ({path}); "
+            f"the model {file} is missing from this installation ({path}); "
             "reinstall fastprotect, or name a model with --model"
         )
     digest = sha256_file(path)
-    if digest != SHA256:
+    if digest != RELEASES[version]:
         raise ChecksumError(
-            f"{path}: sha256 {digest} is not the released {SHA256} of {NAME} v{VERSION}; "
-            "reinstall fastprotect"
+            f"{path}: sha256 {digest} is not the released {RELEASES[version]} of {NAME} "
+            f"v{version}; reinstall fastprotect"
         )
     return path
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """``model`` as a path, or the shipped model when it is ``None`` or empty."""
-    return Path(model) if model else default_model()
+    """``model`` as a path; the shipped default when it is ``None`` or empty; a released
+    model when it is a release's name (``fastprotect-taef2-v1``) and no such file exists."""
+    if not model:
+        return default_model()
+    path = Path(model)
+    prefix = f"{NAME}-v"
+    if not path.exists() and str(model).startswith(prefix) and "/" not in str(model):
+        return released_model(str(model)[len(prefix) :])
+    return path

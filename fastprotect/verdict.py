@@ -76,7 +76,8 @@ def checks(x: Tensor, view: int = DEFAULT_VIEW, colour_only: bool = False) -> li
             "a grey image and a colour-only (isoluminant) model: grey images are kept grey, "
             "which removes the colour perturbation (only the little luma its clipping leaves "
             "remains), so this image is almost unprotected; protect it with a model whose "
-            "perturbation changes luma"
+            "perturbation changes luma, such as the earlier release: "
+            "--model fastprotect-taef2-v1"
         )
     if min(h, w) < TINY_SIDE:
         out.append(

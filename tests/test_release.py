@@ -34,7 +34,7 @@ def test_shipped_file_is_plain_safetensors_not_pickle():
     assert not raw.startswith(b"PK") and raw[:1] != b"\x80"  # neither a zip nor a pickle
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])  # plain JSON header, then raw tensor bytes
-    assert header["global_delta"]["dtype"] == "F16" and header["group_delta"]["dtype"] == "F16"
+    assert header["global_delta"]["dtype"] == "F16"
     assert header["centroids"]["dtype"] == "F32"
 
 
@@ -43,21 +43,41 @@ def test_shipped_model_is_versioned_and_within_its_budget():
     assert doc["release"] == {"name": release.NAME, "version": release.VERSION}
     assert doc["storage"] == "float16" and doc["encoder"]["name"] == "taef2"
     c = mop.config
-    assert c.targets == ["low", "mid", "high"] and c.groups == 4
+    # v2: one universal colour-only perturbation at the attacker's 512-px view
+    assert c.targets == ["noise"] and c.groups == 0
+    assert c.view == 512 and c.isoluminant and c.luma_eta == 0 and c.publish_cap == 1.25
     assert c.eta == pytest.approx(8 / 255)
     assert mop.global_delta.dtype == torch.float32  # widened on load
     assert mop.global_delta.abs().max() <= c.radius_global + 1e-6
-    assert mop.group_delta.abs().max() <= c.radius_group + 1e-6
-    assert mop.group_delta.abs().max() > 0.9 * c.radius_group  # trained, not zeros
+    assert mop.global_delta.abs().max() > 0.9 * c.radius_global  # trained, not zeros
     # the validation images were held out of its training
     assert set(doc["recipe"]["train_files"]).isdisjoint(doc["recipe"]["val_files"])
+
+
+def test_earlier_release_is_still_packaged_and_named_by_its_release_name(tmp_path, monkeypatch):
+    v1 = release.resolve_model("fastprotect-taef2-v1")
+    assert v1 == release.ASSETS / "fastprotect-taef2-v1.safetensors" != SHIPPED
+    assert sha256_file(v1) == release.RELEASES["1"]
+    mop, doc = load_model(v1)
+    assert doc["release"] == {"name": release.NAME, "version": "1"}
+    assert mop.config.targets == ["low", "mid", "high"] and mop.config.groups == 4
+    assert release.resolve_model(None) == release.resolve_model("") == SHIPPED
+    with pytest.raises(
+        ModelFileError, match="no release v9; the releases are fastprotect-taef2-v1"
+    ):
+        release.resolve_model("fastprotect-taef2-v9")
+    # a file of that name in the working directory is a model file like any other
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fastprotect-taef2-v1").write_bytes(b"mine")
+    assert release.resolve_model("fastprotect-taef2-v1") == Path("fastprotect-taef2-v1")
 
 
 def test_missing_or_altered_asset_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(release, "ASSETS", tmp_path)
     with pytest.raises(ModelFileError, match="missing from this installation"):
         release.default_model()
-    (tmp_path / release.FILE).write_bytes(SHIPPED.read_bytes()[:-1] + b"\0")
+    raw = SHIPPED.read_bytes()
+    (tmp_path / release.FILE).write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # one bit flipped
     with pytest.raises(ChecksumError, match="reinstall"):
         release.default_model()
 
@@ -146,16 +166,16 @@ def test_demo_protects_and_writes_a_report(tmp_path, capsys, monkeypatch):
     page = (out / "report.html").read_text()
     assert "a.png" in page and "b.png" in page and "Not protected" in page
     assert f"{release.NAME} v{release.VERSION}" in page
-    # four encoder passes per image: the protect step's choice of target (which the report
-    # reuses), then the original, the protected image and the noise floor at the view; no
-    # pass for the latent pull's target, which the report leaves to evaluate
-    assert len(passes) == 8
+    # three encoder passes per image: the original, the protected image and the noise floor
+    # at the view. The shipped model is universal (one target, no groups), so protecting
+    # needs no pass to choose; none for the latent pull's target, left to evaluate
+    assert len(passes) == 6
     metrics = json.loads((out / "metrics.json").read_text())
     rows = {r["image"]: r for r in metrics["images"]}
     assert set(rows) == {"a.png", "b.png"} and len(metrics["failed"]) == 1
     for r in rows.values():
         assert 0 < r["max_change_levels"] <= 8 and r["psnr_db"] > 30
-        assert r["target"] in ("low", "mid", "high") and "latent_pull" not in r
+        assert r["target"] == "noise" and "latent_pull" not in r
         assert r["verdict"] in ("strong", "moderate", "weak") and r["noise_shift_ratio"] > 0
         assert isinstance(r["warnings"], list) and f"{r['verdict']}: latent shift" in page
         assert r["disruption_db"] == pytest.approx(

@@ -85,6 +85,8 @@ def test_a_grey_image_under_a_colour_only_model_is_reported_unprotected():
     colour = torch.rand(1, 3, 96, 96, generator=g)
     unprotected = "almost unprotected"
     assert any(unprotected in w for w in checks(grey, colour_only=True))
+    # and it names the packaged release that does protect grey images
+    assert any("--model fastprotect-taef2-v1" in w for w in checks(grey, colour_only=True))
     assert not any(unprotected in w for w in checks(grey))
     assert not any(unprotected in w for w in checks(colour, colour_only=True))
     # and it is true: an isoluminant model changes a grey image far less than a colour one
