@@ -57,6 +57,21 @@ def test_sheet_has_a_column_per_method_and_crops_at_each_images_own_scale(tmp_pa
     assert flat_crops.main([str(examples), "--methods", "shipped", "--out", str(out)]) == 2
 
 
+def test_a_method_published_larger_than_the_original_gets_a_wider_column(tmp_path):
+    examples, original = _examples(tmp_path)
+    big = np.asarray(Image.fromarray((original * 255).astype(np.uint8)).resize((300, 180)))
+    _save(big / 255, examples / "faces" / "portrait" / "big.png")  # a larger view (1.5x)
+    out = tmp_path / "sheet.png"
+    assert flat_crops.main([str(examples), "--methods", "shipped", "big", "--crop", "64",
+                            "--out", str(out)]) == 0  # fmt: skip
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape[1] == 3 * (96 + 4)  # every column as wide as the 96-px crop of big
+    top = flat_crops.LABEL_HEIGHT
+    tile = sheet[top : top + 96, 2 * 100 : 2 * 100 + 96]
+    # the whole 1.5x crop of the flat patch (its edge pixels blend with the resize)
+    assert np.abs(tile[2:-2, 2:-2].astype(int) - 153).max() <= 1
+
+
 def test_a_missing_method_image_is_a_clear_error(tmp_path, capsys):
     examples, _ = _examples(tmp_path)
     code = flat_crops.main([str(examples), "--methods", "nope", "--out", str(tmp_path / "x.png")])

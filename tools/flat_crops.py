@@ -68,13 +68,17 @@ def _crop(img: np.ndarray, top: int, left: int, side: int, ref_shape) -> np.ndar
 
 
 def _labelled(tiles: list[np.ndarray], labels: list[str], side: int) -> Image.Image:
+    """One row of tiles. A column is as wide as its largest tile: a method published
+    above the original's resolution (a small image's per-image PGD, made at a larger
+    view) has a larger crop of the same region, shown unresampled."""
     font = ImageFont.load_default()
-    row = Image.new("RGB", (len(tiles) * (side + 4), side + LABEL_HEIGHT), "white")
+    cell = max([side] + [max(t.shape[0], t.shape[1]) for t in tiles])
+    row = Image.new("RGB", (len(tiles) * (cell + 4), cell + LABEL_HEIGHT), "white")
     draw = ImageDraw.Draw(row)
     for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
         arr = (np.clip(tile, 0, 1) * 255).round().astype(np.uint8)
-        row.paste(Image.fromarray(arr), (i * (side + 4), LABEL_HEIGHT))
-        draw.text((i * (side + 4) + 2, 3), label, fill="black", font=font)
+        row.paste(Image.fromarray(arr), (i * (cell + 4), LABEL_HEIGHT))
+        draw.text((i * (cell + 4) + 2, 3), label, fill="black", font=font)
     return row
 
 
