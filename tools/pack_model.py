@@ -1,8 +1,8 @@
 """Pack a trained model into the compact form that ships in the package, and show that the
 compact form changes no protected pixel by more than 1/255.
 
-    python tools/pack_model.py --model runs/ship/model.safetensors \
-        --out fastprotect/assets/fastprotect-taef2-v1.safetensors --version 1 \
+    python tools/pack_model.py --model runs/taef2_v2_iso_cap/model.safetensors \
+        --out fastprotect/assets/fastprotect-taef2-v2.safetensors --version 2 \
         --data ../shared/data [--max-side 768] [--strength auto]
 
 Writes ``--out`` with ``fastprotect.modelfile.compact_copy`` (float16 perturbations, the

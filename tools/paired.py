@@ -9,9 +9,10 @@ unprotected image, of method A and of method B, then B - A per image: its mean, 
 PSNR and low-frequency PSNR on clean images. Pairing by image removes most of the
 image-to-image spread, so a small but consistent difference shows.
 
-With ``--b-from``, method B is read from a second run's results.json (the same images,
-transforms and views; evaluation is deterministic), so a new model can be paired with a
-reference measured earlier without measuring the reference again.
+With ``--b-from``, method B is read from a second run's results.json (evaluation is
+deterministic), so a new model can be paired with a reference measured earlier without
+measuring the reference again. The pairs are the transforms and views that second run
+measured; each of them must hold every image of A.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def main() -> int:
             for r in doc_b["rows"]
             if r["method"] == args.b
         }
-        missing = {k[1:] for k in rows if k[0] == args.a} - {k[1:] for k in rows_b}
+        # pair where B was measured: the transforms and views of its run, every image
+        measured = {k[1:3] for k in rows_b}
+        missing = {k[1:] for k in rows if k[0] == args.a and k[1:3] in measured}
+        missing -= {k[1:] for k in rows_b}
         if missing:
             t, v, i = sorted(missing, key=str)[0]
             print(
@@ -64,7 +68,7 @@ def main() -> int:
     for t in doc["settings"]["transforms"]:
         for v in views:
             images = sorted(i for (m, tt, vv, i) in rows if (m, tt, vv) == (args.a, t, v))
-            if not images:
+            if not images or not any(k[:3] == (args.b, t, v) for k in rows):
                 continue
             da = [rows[(args.a, t, v, i)]["disruption_db"] for i in images]
             db = [rows[(args.b, t, v, i)]["disruption_db"] for i in images]
