@@ -11,6 +11,7 @@ encoder it needs is resolved like any other weights (:mod:`fastprotect.weights`)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .modelfile import ModelFileError
@@ -67,12 +68,14 @@ def released_model(version: str) -> Path:
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """``model`` as a path; the shipped default when it is ``None`` or empty; a released
-    model when it is a release's name (``fastprotect-taef2-v1``) and no such file exists."""
+    """``model`` as a path; the shipped default when it is ``None`` or empty; a packaged
+    release when it is a release's bare name (``fastprotect-taef2-v1``, or its file name
+    ``fastprotect-taef2-v1.safetensors``) and no file of that name is in the working
+    directory."""
     if not model:
         return default_model()
     path = Path(model)
-    prefix = f"{NAME}-v"
-    if not path.exists() and str(model).startswith(prefix) and "/" not in str(model):
-        return released_model(str(model)[len(prefix) :])
+    name = re.fullmatch(rf"{re.escape(NAME)}-v(\d+)(\.safetensors)?", str(model))
+    if name and len(path.parts) == 1 and not path.is_file():
+        return released_model(name.group(1))
     return path

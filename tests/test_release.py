@@ -34,7 +34,7 @@ def test_shipped_file_is_plain_safetensors_not_pickle():
     assert not raw.startswith(b"PK") and raw[:1] != b"\x80"  # neither a zip nor a pickle
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])  # plain JSON header, then raw tensor bytes
-    assert header["global_delta"]["dtype"] == "F16"
+    assert header["global_delta"]["dtype"] == "F16" and header["group_delta"]["dtype"] == "F16"
     assert header["centroids"]["dtype"] == "F32"
 
 
@@ -66,10 +66,18 @@ def test_earlier_release_is_still_packaged_and_named_by_its_release_name(tmp_pat
         ModelFileError, match="no release v9; the releases are fastprotect-taef2-v1"
     ):
         release.resolve_model("fastprotect-taef2-v9")
-    # a file of that name in the working directory is a model file like any other
+    assert release.resolve_model("fastprotect-taef2-v1.safetensors") == v1  # its file name
+    # v1 changes luma, which is why the colour-only v2's grey-image warning names it
+    assert not mop.config.isoluminant
+    # a directory of that name is not a model file; a file of that name is one like any other
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "fastprotect-taef2-v1").write_bytes(b"mine")
-    assert release.resolve_model("fastprotect-taef2-v1") == Path("fastprotect-taef2-v1")
+    (tmp_path / "fastprotect-taef2-v1").mkdir()
+    assert release.resolve_model("fastprotect-taef2-v1") == v1
+    (tmp_path / "fastprotect-taef2-v1.safetensors").write_bytes(b"mine")
+    mine = release.resolve_model("fastprotect-taef2-v1.safetensors")
+    assert mine == Path("fastprotect-taef2-v1.safetensors")
+    # a path with a folder is never a release name
+    assert release.resolve_model("sub/fastprotect-taef2-v9") == Path("sub/fastprotect-taef2-v9")
 
 
 def test_missing_or_altered_asset_is_a_clear_error(tmp_path, monkeypatch):

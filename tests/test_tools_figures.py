@@ -63,9 +63,10 @@ def test_a_method_published_larger_than_the_original_gets_a_wider_column(tmp_pat
     _save(big / 255, examples / "faces" / "portrait" / "big.png")  # a larger view (1.5x)
     out = tmp_path / "sheet.png"
     assert flat_crops.main([str(examples), "--methods", "shipped", "big", "--crop", "64",
-                            "--out", str(out)]) == 0  # fmt: skip
+                            "--amplify", "4", "--out", str(out)]) == 0  # fmt: skip
     sheet = np.asarray(Image.open(out))
     assert sheet.shape[1] == 3 * (96 + 4)  # every column as wide as the 96-px crop of big
+    assert sheet.shape[0] == 2 * (96 + flat_crops.LABEL_HEIGHT + 6)  # in every row
     top = flat_crops.LABEL_HEIGHT
     tile = sheet[top : top + 96, 2 * 100 : 2 * 100 + 96]
     # the whole 1.5x crop of the flat patch (its edge pixels blend with the resize)
@@ -167,6 +168,25 @@ def test_paired_comparison_pairs_by_image(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "| b 3.20 | b - a +1.20 dB (sd 0.30; higher on 2 of 2 images)" in out
     assert "b view 512: PSNR 31.00 dB" in out
+    # the same method name in both runs (as "shipped" is): B keeps its own label
+    same = {
+        "settings": {"methods": ["a"], "transforms": ["clean"]},
+        "rows": [
+            dict(r, disruption_db=r["disruption_db"] + 1.0) for r in rows if r["method"] == "a"
+        ],
+        "summary": [e for e in summary if e["method"] == "a"],
+    }
+    same_path = tmp_path / "same.json"
+    same_path.write_text(json.dumps(same))
+    cmd_same = [*tool, "a", "a", "--b-from", str(same_path)]
+    out = subprocess.run(cmd_same, capture_output=True, text=True, check=True).stdout
+    assert f"| a ({same_path}) 3.00 | a ({same_path}) - a +1.00 dB (sd 0.00; higher on 2" in out
+    # B measured at another view only: nothing pairs, and that is an error, not silence
+    for r in same["rows"]:
+        r["view"] = 1024
+    same_path.write_text(json.dumps(same))
+    bad = subprocess.run(cmd_same, capture_output=True, text=True)
+    assert bad.returncode == 2 and "nothing to pair" in bad.stderr
     other["rows"] = other["rows"][:1]  # one image missing: an error, not a smaller mean
     other_path.write_text(json.dumps(other))
     bad = subprocess.run(cmd, capture_output=True, text=True)

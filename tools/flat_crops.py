@@ -67,12 +67,9 @@ def _crop(img: np.ndarray, top: int, left: int, side: int, ref_shape) -> np.ndar
     return img[t : t + round(side * sy), lf : lf + round(side * sx)]
 
 
-def _labelled(tiles: list[np.ndarray], labels: list[str], side: int) -> Image.Image:
-    """One row of tiles. A column is as wide as its largest tile: a method published
-    above the original's resolution (a small image's per-image PGD, made at a larger
-    view) has a larger crop of the same region, shown unresampled."""
+def _labelled(tiles: list[np.ndarray], labels: list[str], cell: int) -> Image.Image:
+    """One row of tiles in ``cell``-pixel columns."""
     font = ImageFont.load_default()
-    cell = max([side] + [max(t.shape[0], t.shape[1]) for t in tiles])
     row = Image.new("RGB", (len(tiles) * (cell + 4), cell + LABEL_HEIGHT), "white")
     draw = ImageDraw.Draw(row)
     for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
@@ -85,7 +82,11 @@ def _labelled(tiles: list[np.ndarray], labels: list[str], side: int) -> Image.Im
 def build(
     examples: Path, methods: list[str], side: int, amplify: float | None
 ) -> tuple[Image.Image, list[str]]:
-    """The figure and one line per image (where its crop was taken)."""
+    """The figure and one line per image (where its crop was taken).
+
+    Every column of the sheet is as wide as the largest crop: a method published above the
+    original's resolution (a small image's per-image PGD, made at a larger view) has a
+    larger crop of the same region, shown unresampled, and the columns stay aligned."""
     rows, lines = [], []
     for folder in sorted(p for p in examples.glob("*/*") if (p / "original.png").is_file()):
         missing = [m for m in methods if not (folder / f"{m}.png").is_file()]
@@ -96,7 +97,7 @@ def build(
         images = [original] + [_read(folder / f"{m}.png") for m in methods]
         tiles = [_crop(im, top, left, side, original.shape) for im in images]
         labels = [f"{folder.name[:22]} original"] + methods
-        rows.append(_labelled(tiles, labels, side))
+        rows.append((tiles, labels))
         if amplify:
             diffs = [np.zeros_like(tiles[0]) + 0.5]
             for im, tile in zip(images[1:], tiles[1:], strict=True):
@@ -105,13 +106,15 @@ def build(
                 else:
                     base = _crop(_resized(original, im.shape), top, left, side, original.shape)
                 diffs.append(0.5 + amplify * (tile - base))
-            rows.append(_labelled(diffs, [f"difference x{amplify:g}"] + methods, side))
+            rows.append((diffs, [f"difference x{amplify:g}"] + methods))
         lines.append(
             f"{folder.parent.name}/{folder.name}: {side}x{side} at ({left}, {top}) of "
             f"{original.shape[1]}x{original.shape[0]}"
         )
     if not rows:
         raise FileNotFoundError(f"no <domain>/<image>/original.png under {examples}")
+    cell = max([side] + [max(t.shape[:2]) for tiles, _ in rows for t in tiles])
+    rows = [_labelled(tiles, labels, cell) for tiles, labels in rows]
     width = max(r.width for r in rows)
     sheet = Image.new("RGB", (width, sum(r.height + 6 for r in rows)), "white")
     y = 0

@@ -44,10 +44,13 @@ def main() -> int:
             print(f"paired: no method {m!r} in {path}; it has {have}", file=sys.stderr)
             return 2
     rows = {(r["method"], r["transform"], r["view"], r["image"]): r for r in doc["rows"]}
+    b = args.b
     if args.b_from:
-        rows = {k: r for k, r in rows.items() if k[0] != args.b}
+        # B keeps its own label even where both runs call the method the same ("shipped")
+        b = f"{args.b} ({b_path})" if args.b == args.a else args.b
+        rows = {k: r for k, r in rows.items() if k[0] != b}
         rows_b = {
-            (r["method"], r["transform"], r["view"], r["image"]): r
+            (b, r["transform"], r["view"], r["image"]): r
             for r in doc_b["rows"]
             if r["method"] == args.b
         }
@@ -65,29 +68,39 @@ def main() -> int:
             return 2
         rows.update(rows_b)
     views = sorted({r["view"] for r in doc["rows"]}, key=lambda v: (v is None, v))
+    pairs = 0
     for t in doc["settings"]["transforms"]:
         for v in views:
             images = sorted(i for (m, tt, vv, i) in rows if (m, tt, vv) == (args.a, t, v))
-            if not images or not any(k[:3] == (args.b, t, v) for k in rows):
+            if not images or not any(k[:3] == (b, t, v) for k in rows):
                 continue
+            pairs += 1
             da = [rows[(args.a, t, v, i)]["disruption_db"] for i in images]
-            db = [rows[(args.b, t, v, i)]["disruption_db"] for i in images]
+            db = [rows[(b, t, v, i)]["disruption_db"] for i in images]
             dn = [rows[("none", t, v, i)]["disruption_db"] for i in images]
             diff = [y - x for x, y in zip(da, db, strict=True)]
             where = f" view {v}" if v is not None else ""
             print(
                 f"{t}{where}: unprotected {statistics.mean(dn):.2f} | {args.a} "
-                f"{statistics.mean(da):.2f} | {args.b} {statistics.mean(db):.2f} | "
-                f"{args.b} - {args.a} {statistics.mean(diff):+.2f} dB "
+                f"{statistics.mean(da):.2f} | {b} {statistics.mean(db):.2f} | "
+                f"{b} - {args.a} {statistics.mean(diff):+.2f} dB "
                 f"(sd {statistics.pstdev(diff):.2f}; higher on {sum(d > 0 for d in diff)} of "
                 f"{len(diff)} images)"
             )
-    for m, d in ((args.a, doc), (args.b, doc_b)):
+    if not pairs:
+        print(
+            f"paired: {args.a!r} and {args.b!r} share no transform and view with every image "
+            "measured; nothing to pair",
+            file=sys.stderr,
+        )
+        return 2
+    for m, label, d in ((args.a, args.a, doc), (args.b, b, doc_b)):
         for e in d["summary"]:
             if (e["method"], e["transform"], e["domain"]) == (m, "clean", "all"):
                 where = f" view {e['view']}" if e.get("view") is not None else ""
                 print(
-                    f"{m}{where}: PSNR {e['psnr']:.2f} dB, low-frequency PSNR {e['lf_psnr']:.2f} dB"
+                    f"{label}{where}: PSNR {e['psnr']:.2f} dB, "
+                    f"low-frequency PSNR {e['lf_psnr']:.2f} dB"
                 )
     return 0
 
