@@ -322,10 +322,17 @@ flat images. The pull toward the target texture is left to <code>fastprotect eva
 
 def describe_model(doc: dict, path: Path, strength: str, s_min: float, s_max: float) -> dict:
     """Header lines of the report for a loaded model file."""
+    from .release import VERSION
+
     release = doc.get("release")
     c = doc["config"]
+    if release:
+        default = release["version"] == VERSION
+        model = f"{release['name']} v{release['version']} ({'shipped' if default else 'packaged'})"
+    else:
+        model = str(path)
     return {
-        "model": f"{release['name']} v{release['version']} (shipped)" if release else str(path),
+        "model": model,
         "encoder": f"{doc['encoder'].get('kind')}:{doc['encoder'].get('name')}",
         "budget": f"eta = {c['eta'] * 255:.0f}/255, targets {', '.join(c['targets'])}, "
         f"K = {c['groups']}",

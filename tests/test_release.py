@@ -252,3 +252,12 @@ def test_demo_without_decoder_weights_fails_before_writing_anything(tmp_path, mo
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and "taef2_decoder.pth not found" in err
     assert not (out / "protected").exists()  # failed before protecting
+
+
+def test_report_calls_the_default_release_shipped_and_an_earlier_one_packaged():
+    from fastprotect.demo import describe_model
+
+    for version, word in ((release.VERSION, "shipped"), ("1", "packaged")):
+        path = release.released_model(version)
+        line = describe_model(read_header(path), path, "jnd", 0.5, 1.0)["model"]
+        assert line == f"{release.NAME} v{version} ({word})"
