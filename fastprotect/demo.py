@@ -33,6 +33,7 @@ from .fileutil import atomic_output
 from .imageio import load_image, to_uint8
 from .protect import plan, protect_files
 from .protector import Protector
+from .release import VERSION as DEFAULT_VERSION
 
 REPORT = "report.html"
 FIGURES = "report_files"
@@ -322,12 +323,10 @@ flat images. The pull toward the target texture is left to <code>fastprotect eva
 
 def describe_model(doc: dict, path: Path, strength: str, s_min: float, s_max: float) -> dict:
     """Header lines of the report for a loaded model file."""
-    from .release import VERSION
-
     release = doc.get("release")
     c = doc["config"]
     if release:
-        default = release["version"] == VERSION
+        default = release["version"] == DEFAULT_VERSION
         model = f"{release['name']} v{release['version']} ({'shipped' if default else 'packaged'})"
     else:
         model = str(path)

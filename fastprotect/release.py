@@ -26,7 +26,14 @@ RELEASES = {
 }
 #: the default: used whenever no model is named
 VERSION = "2"
-FILE = f"{NAME}-v{VERSION}.safetensors"
+
+
+def file_name(version: str) -> str:
+    """The packaged file name of release ``version``."""
+    return f"{NAME}-v{version}.safetensors"
+
+
+FILE = file_name(VERSION)
 SHA256 = RELEASES[VERSION]
 ASSETS = Path(__file__).parent / "assets"
 
@@ -51,7 +58,7 @@ def released_model(version: str) -> Path:
     if version not in RELEASES:
         known = ", ".join(f"{NAME}-v{v}" for v in RELEASES)
         raise ModelFileError(f"{NAME} has no release v{version}; the releases are {known}")
-    file = f"{NAME}-v{version}.safetensors"
+    file = file_name(version)
     path = ASSETS / file
     if not path.is_file():
         raise ModelFileError(
