@@ -53,6 +53,13 @@ S_MAX_HELP = (
 )
 
 
+#: the --model help of every command that takes a model
+MODEL_HELP = (
+    "model file (.safetensors) from `fastprotect fit`, or a packaged release by name "
+    "(fastprotect-taef2-v1); default: the shipped one (`fastprotect info` names it)"
+)
+
+
 def usage() -> str:
     """The top-level help: every command with one line."""
     width = max(map(len, [*COMMANDS, "-h, --help"]))
@@ -105,7 +112,7 @@ def _own(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="fastprotect")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help=COMMANDS["info"], description=COMMANDS["info"])
-    p_info.add_argument("model", nargs="?", help="model file (default: the shipped model)")
+    p_info.add_argument("model", nargs="?", help=MODEL_HELP)
     p_tg = sub.add_parser("targets", help=COMMANDS["targets"], description=COMMANDS["targets"])
     p_tg.add_argument("--out", required=True, help="output folder")
     p_tg.add_argument("--size", type=int, default=512, help="side in pixels (default: %(default)s)")
@@ -119,7 +126,7 @@ def _own(argv: Sequence[str]) -> int:
     p_pr.add_argument("--out", default="protected", help="output folder (default: ./protected)")
     p_pr.add_argument(
         "--model",
-        help="model file (.safetensors) from `fastprotect fit` (default: the shipped one)",
+        help=MODEL_HELP,
     )
     p_pr.add_argument(
         "--format",
@@ -156,9 +163,7 @@ def _own(argv: Sequence[str]) -> int:
     )
     p_pr.add_argument("--debug", action="store_true", help="show tracebacks")
     p_ex = sub.add_parser("export", help=COMMANDS["export"], description=COMMANDS["export"])
-    p_ex.add_argument(
-        "model", nargs="?", help="model file (.safetensors; default: the shipped model)"
-    )
+    p_ex.add_argument("model", nargs="?", help=MODEL_HELP)
     p_ex.add_argument("--out", required=True, help="graph file: .pt, .ptl or .pt2")
     p_ex.add_argument(
         "--format",
@@ -220,7 +225,7 @@ def _own(argv: Sequence[str]) -> int:
         "inputs", nargs="*", help="files, folders or globs (default: scikit-image's sample photos)"
     )
     p_d.add_argument("--out", help="demo folder (default: outputs/demo, or the next free -N)")
-    p_d.add_argument("--model", help="model file (default: the shipped model)")
+    p_d.add_argument("--model", help=MODEL_HELP)
     _strength_args(p_d)
     p_d.add_argument(
         "--analysis-side", type=int, default=512, help="longer side of the attacker's view"
@@ -238,7 +243,7 @@ def _own(argv: Sequence[str]) -> int:
         "anything else is reachable by others (no log-in) (default: %(default)s)",
     )
     p_sv.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    p_sv.add_argument("--model", help="model file (default: the shipped model)")
+    p_sv.add_argument("--model", help=MODEL_HELP)
     p_sv.add_argument(
         "--max-pixels",
         type=int,
