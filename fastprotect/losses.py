@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import Encoder
-from .filters import gaussian_blur, luma
+from .filters import bilateral_filter, gaussian_blur, guided_filter, luma
 
 
 @dataclass
@@ -244,6 +244,70 @@ class PurificationRobustLoss(LossTerm):
 
     def describe(self, encoder: Encoder) -> dict:
         return {**super().describe(encoder), "steps": self.steps, "step": self.step}
+
+
+class FilterRobustLoss(LossTerm):
+    """Expectation over AdverseCleaner-style filtering: ``||E(P(x_hat)) - z_y^t||^2`` where
+    ``P`` is ``n`` bilateral filters (diameter 5, sigma 8/255 in colour and 8 px in space,
+    as OpenCV's), ``n`` drawn uniformly from ``passes`` each step, then
+    ``guided_passes`` guided filters (``radius``, eps 16/255^2) guided by ``x_hat``.
+
+    AdverseCleaner (lllyasviel, 2023) runs 64 such bilateral passes and 4 guided passes on
+    the published image; they average colour within regions of similar colour, which is
+    where a fine colour perturbation lives. Training sees the attacker's view, smaller than
+    the published image, so the filters run there with fewer passes and a smaller guided
+    radius (docs/evaluation.md measures how the two compare). The whole chain is
+    differentiable (:func:`~fastprotect.filters.bilateral_filter` equals OpenCV's filter);
+    one extra encoder pass per step, and the filters cost about 0.13 s per pass on a batch
+    of four 256-px crops on 2 CPU cores.
+
+    Args:
+        weight: multiplier in the total loss.
+        passes: ``(low, high)`` bilateral passes, inclusive.
+        guided_passes: guided filters after them (0: none).
+        radius: the guided filter's radius, in view pixels.
+    """
+
+    name = "filter"
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        passes: Sequence[int] = (8, 32),
+        guided_passes: int = 4,
+        radius: int = 2,
+    ) -> None:
+        super().__init__(weight)
+        lo, hi = (int(n) for n in passes)
+        if not 1 <= lo <= hi or guided_passes < 0 or radius < 1:
+            raise ValueError(
+                "need 1 <= passes low <= high, guided_passes >= 0, radius >= 1; got "
+                f"{list(passes)}, {guided_passes}, {radius}"
+            )
+        self.passes, self.guided_passes, self.radius = (lo, hi), int(guided_passes), int(radius)
+
+    def purify(self, x_hat: Tensor, passes: int) -> Tensor:
+        """The filter chain with ``passes`` bilateral passes."""
+        y = x_hat
+        for _ in range(passes):
+            y = bilateral_filter(y)
+        for _ in range(self.guided_passes):
+            y = guided_filter(x_hat, y, self.radius)
+        return y
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        lo, hi = self.passes
+        n = int(torch.randint(lo, hi + 1, ()))
+        filtered = self.purify(inputs.x_hat, n)
+        return F.mse_loss(inputs.encoder.latent(filtered), inputs.target_latent)
+
+    def describe(self, encoder: Encoder) -> dict:
+        return {
+            **super().describe(encoder),
+            "passes": list(self.passes),
+            "guided_passes": self.guided_passes,
+            "radius": self.radius,
+        }
 
 
 def default_losses() -> list[LossTerm]:
