@@ -258,8 +258,8 @@ class FilterRobustLoss(LossTerm):
     the published image, so the filters run there with fewer passes and a smaller guided
     radius (docs/evaluation.md measures how the two compare). The whole chain is
     differentiable (:func:`~fastprotect.filters.bilateral_filter` equals OpenCV's filter);
-    one extra encoder pass per step, and the filters cost about 0.13 s per pass on a batch
-    of four 256-px crops on 2 CPU cores.
+    one extra encoder pass per step. With 8-48 passes a training step on 2 CPU cores took
+    1.9-2.5 s longer (docs/training.md).
 
     Args:
         weight: multiplier in the total loss.
