@@ -49,8 +49,8 @@ def bilateral_filter(
     ``cv2.bilateralFilter``: a circular window of ``diameter`` pixels, spatial weights
     ``exp(-r^2 / (2 sigma_space^2))``, colour weights ``exp(-c^2 / (2 sigma_color^2))``
     where ``c`` is the L1 distance summed over channels, borders mirrored without repeating
-    the edge pixel. ``sigma_color`` is in the units of ``x`` (8/255 on [0, 1] is OpenCV's
-    8 on 8-bit images)."""
+    the edge pixel (replicated where the image is smaller than the window). ``sigma_color``
+    is in the units of ``x`` (8/255 on [0, 1] is OpenCV's 8 on 8-bit images)."""
     radius = diameter // 2
     if radius < 1 or sigma_color <= 0 or sigma_space <= 0:
         raise ValueError(
@@ -80,6 +80,8 @@ def box_mean(x: Tensor, radius: int) -> Tensor:
     the edge pixel repeated (OpenCV's ``BORDER_REFLECT``, which its guided filter uses),
     replicated where the image is smaller than ``radius``."""
     r = radius
+    if r < 1:
+        raise ValueError(f"need radius >= 1, got {radius}")
     if min(x.shape[-2:]) < r:
         x = F.pad(x, [r] * 4, mode="replicate")
     else:

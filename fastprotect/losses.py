@@ -259,7 +259,9 @@ class FilterRobustLoss(LossTerm):
     radius (docs/evaluation.md measures how the two compare). The whole chain is
     differentiable (:func:`~fastprotect.filters.bilateral_filter` equals OpenCV's filter);
     one extra encoder pass per step. With 8-48 passes a training step on 2 CPU cores took
-    1.9-2.5 s longer (docs/training.md).
+    1.9-2.5 s longer (docs/training.md). The pass count is drawn from torch's global
+    generator each call, validation included (as :class:`JpegRobustLoss` draws qualities),
+    so ``val/filter`` varies a little from one validation to the next.
 
     Args:
         weight: multiplier in the total loss.
@@ -278,6 +280,11 @@ class FilterRobustLoss(LossTerm):
         radius: int = 2,
     ) -> None:
         super().__init__(weight)
+        if len(passes) != 2 or any(int(n) != n for n in (*passes, guided_passes, radius)):
+            raise ValueError(
+                "passes must be two whole numbers (low, high), guided_passes and radius whole "
+                f"numbers; got {passes}, {guided_passes}, {radius}"
+            )
         lo, hi = (int(n) for n in passes)
         if not 1 <= lo <= hi or guided_passes < 0 or radius < 1:
             raise ValueError(

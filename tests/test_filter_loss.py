@@ -44,7 +44,7 @@ def test_guided_filter_equals_opencv_with_a_grey_guide():
     g = torch.from_numpy(guide)[None, None].double() / 255
     p = torch.from_numpy(src)[None, None].double() / 255
     out = guided_filter(g, p, 4, 16 / 255**2)[0, 0].numpy() * 255
-    assert np.abs(out - ref).max() < 1e-2
+    assert np.abs(out - ref).max() < 2e-3
 
 
 def test_bilateral_filter_smooths_grain_and_keeps_edges():
@@ -52,10 +52,16 @@ def test_bilateral_filter_smooths_grain_and_keeps_edges():
     y = x
     for _ in range(8):
         y = bilateral_filter(y)
-    left, right = y[..., 4:-4, 3:12], y[..., 4:-4, 20:29]
+    left = y[..., 4:-4, 3:12]
     assert left.std(dim=(-1, -2)).max() < x[..., 4:-4, 3:12].std(dim=(-1, -2)).min() / 3
-    # the 160-level step between the halves stays a step: edge-stopping
-    assert (right.mean((-1, -2)) - left.mean((-1, -2)))[0, 0] > 150 / 255
+    # the 160-level step between columns 15 and 16 stays a step between neighbours
+    # (edge-stopping); a plain blur of the same reach leaves about 20 levels there
+    step = (y[0, 0, 4:-4, 16] - y[0, 0, 4:-4, 15]).mean()
+    assert step > 150 / 255
+    blurred = x
+    for _ in range(8):
+        blurred = bilateral_filter(blurred, sigma_color=1e3)
+    assert (blurred[0, 0, 4:-4, 16] - blurred[0, 0, 4:-4, 15]).mean() < 50 / 255
     # a constant stays constant
     flat = torch.full((1, 3, 9, 9), 0.4)
     assert torch.allclose(bilateral_filter(flat), flat)
@@ -76,8 +82,14 @@ def test_bad_settings_are_refused():
         FilterRobustLoss(passes=(4, 2))
     with pytest.raises(ValueError, match="radius >= 1"):
         FilterRobustLoss(radius=0)
+    with pytest.raises(ValueError, match="two whole numbers"):
+        FilterRobustLoss(passes=(4,))
+    with pytest.raises(ValueError, match="whole"):
+        FilterRobustLoss(radius=1.5)
     with pytest.raises(ValueError, match="diameter >= 3"):
         bilateral_filter(torch.rand(1, 3, 8, 8), diameter=1)
+    with pytest.raises(ValueError, match="radius >= 1"):
+        guided_filter(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), radius=0)
 
 
 def test_describe_records_the_settings():
@@ -111,6 +123,14 @@ def test_value_is_the_latent_distance_after_the_filters_and_gradients_reach_delt
     assert torch.allclose(value, F.mse_loss(enc.latent(y), target))
     value.backward()
     assert delta.grad is not None and delta.grad.abs().sum() > 0
+
+
+def test_filters_have_exact_gradients():
+    torch.manual_seed(0)
+    x = (0.5 + 0.05 * torch.randn(1, 3, 6, 6, dtype=torch.double)).requires_grad_(True)
+    assert torch.autograd.gradcheck(bilateral_filter, (x,))
+    g = torch.rand(1, 3, 6, 6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: guided_filter(a, b, 2), (g, x))
 
 
 @needs_weights

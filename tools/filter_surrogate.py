@@ -7,8 +7,9 @@ AdverseCleaner runs 64 bilateral filters and 4 guided filters on the *published*
 the attacker then resizes it to the view. ``FilterRobustLoss`` trains on the attacker's
 view, so it filters there: ``n`` bilateral passes, then 4 guided filters of radius 2.
 For the first ``--per-domain`` validation images of each folder, protected with
-``--model``, this prints the decode disruption (dB, TAEF2 at view 512, as
-``fastprotect evaluate`` scores it) of the protected image, of the real filters on the
+``--model`` and rounded to 8 bits as a published file is, this prints the decode
+disruption (dB, TAEF2 at the view, against the clean image's view, as
+``fastprotect evaluate`` defines it) of the protected image, of the real filters on the
 published image, and of the stand-in with each ``--passes`` at the view; each beside the
 same filter applied to the unprotected image, whose own blur the difference removes.
 """
@@ -69,8 +70,8 @@ def main() -> int:
                 return disruption(clean, seen, encoder.latent, decoder)[0]
 
             add("protected", d(xhv))
-            add("AdverseCleaner on the published image: unprotected", d(q(adverse_cleaner(x))))
-            add("AdverseCleaner on the published image: protected", d(q(adverse_cleaner(x_hat))))
+            add("AdverseCleaner on the published image: unprotected", d(adverse_cleaner(x)))
+            add("AdverseCleaner on the published image: protected", d(adverse_cleaner(x_hat)))
             for n in args.passes:
                 term = FilterRobustLoss(passes=(n, n))
                 add(f"stand-in, {n} passes at the view: unprotected", d(term.purify(xv, n)))
