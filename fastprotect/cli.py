@@ -181,7 +181,9 @@ def _own(argv: Sequence[str]) -> int:
         required=True,
         help="mop[:PATH] (the shipped model without PATH; the first mop routes targets), "
         "pgd[:STEPS] (toward the target), pgdu[:STEPS] (untargeted), photoguard[:STEPS], "
-        "uniform, sign; NAME=SPEC to name one; repeat it",
+        "uniform, sign, resized (view mode: the unprotected image published at the view, "
+        "the reference of PGD's rows, which is published there); NAME=SPEC to name one; "
+        "repeat it",
     )
     p_ev.add_argument("--out", required=True, help="folder for results.json and results.csv")
     p_ev.add_argument(

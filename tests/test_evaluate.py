@@ -114,6 +114,9 @@ def test_evaluate_refuses_to_overwrite_and_bad_methods(model, tmp_path, capsys):
     args = ["evaluate", str(DATA), "--method", f"mop:{model}", "--method", "pgd:ten"]
     assert main([*args, "--out", str(tmp_path / "z")]) == 2
     assert "positive integer" in capsys.readouterr().err
+    args = ["evaluate", str(DATA), "--method", f"mop:{model}", "--method", "resized:2"]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    assert "'resized' takes no argument" in capsys.readouterr().err
 
 
 @needs_data
@@ -178,7 +181,8 @@ def test_view_mode_publishes_at_native_resolution_and_scores_each_view(view_mode
     out = tmp_path / "ev"
     assert main([
         "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}",
-        "--method", "pgd:2", "--method", "pgdu:2", "--method", "sign", "--out", str(out),
+        "--method", "pgd:2", "--method", "pgdu:2", "--method", "sign", "--method", "resized",
+        "--out", str(out),
         "--split", "all", "--per-domain", "2", "--max-side", "96", "--view", "48", "--view", "64",
         "--strength", "jnd", "--transforms", "clean", "jpeg75", "--examples", "1",
     ]) == 0  # fmt: skip
@@ -192,12 +196,15 @@ def test_view_mode_publishes_at_native_resolution_and_scores_each_view(view_mode
     assert (example / "model_recon_view48.png").is_file()
     assert doc["settings"]["views"] == [48, 64] and doc["settings"]["size"] is None
     assert doc["settings"]["per_domain"] == 2
-    assert len(rows) == 2 * 5 * 2 * 2  # images x methods x transforms x views
+    assert len(rows) == 2 * 6 * 2 * 2  # images x methods x transforms x views
     assert {r["view"] for r in rows} == {48, 64}
     published = {r["method"]: r["published"] for r in rows}
     assert published == {
-        "none": "native", "model": "native", "pgd2": "view", "pgdu2": "view", "sign": "native"
+        "none": "native", "model": "native", "pgd2": "view", "pgdu2": "view", "sign": "native",
+        "resized": "view",
     }  # fmt: skip
+    # the unprotected image published at the view: PGD's reference
+    assert min(Image.open(example / "resized.png").size) == 48
     for r in rows:
         if r["transform"] != "clean":
             continue
@@ -206,7 +213,7 @@ def test_view_mode_publishes_at_native_resolution_and_scores_each_view(view_mode
             assert 30.06 < r["psnr"] < 32 and r["lf_psnr"] > r["psnr"] + 10
         if r["method"] in ("pgd2", "pgdu2"):
             assert r["psnr"] >= 30.06  # within the budget at the view it was made at
-        if r["method"] == "none":
+        if r["method"] in ("none", "resized"):
             assert r["latent_pull"] == pytest.approx(1.0)
             assert r["disruption_db"] == pytest.approx(0.0, abs=1e-6)
     # native methods' invisibility does not depend on the view; PGD's is made per view

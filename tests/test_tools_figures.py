@@ -15,6 +15,12 @@ spec = importlib.util.spec_from_file_location("flat_crops", REPO / "tools" / "fl
 flat_crops = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(flat_crops)
 
+_spec = importlib.util.spec_from_file_location(
+    "purification_table", REPO / "tools" / "purification_table.py"
+)
+PURIFICATION_TABLE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(PURIFICATION_TABLE)
+
 
 def _save(arr: np.ndarray, path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,3 +215,51 @@ def test_image_sizes_reports_the_publish_factor_per_domain(tmp_path, capsys):
     argv = [str(tmp_path / "faces"), "--split", "all", "--min-side", "512", "--first", "1"]
     assert image_sizes.main(argv) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "faces" / "a.png")]
+
+
+def _purification_doc(methods: dict[str, tuple[str, dict[str, float]]], images=("a", "b")):
+    """A results.json of a view-mode run: method -> (published, transform -> dB)."""
+    transforms = list(next(iter(methods.values()))[1])
+    return {
+        "settings": {"methods": list(methods), "transforms": transforms, "command": "x",
+                     "images": len(images), "eval_encoder": "taef2"},
+        "summary": [
+            {"method": m, "transform": t, "domain": "all", "disruption_db": d, "latent_pull": 1.0}
+            for m, (_, by) in methods.items() for t, d in by.items()
+        ],
+        "rows": [
+            {"image": i, "method": m, "transform": t, "published": pub, "disruption_db": d}
+            for i in images for m, (pub, by) in methods.items() for t, d in by.items()
+        ],
+    }  # fmt: skip
+
+
+def test_purification_table_measures_view_methods_against_the_resized_reference():
+    doc = _purification_doc({
+        "none": ("native", {"clean": 0.0, "gnoise": 3.0}),
+        "shipped": ("native", {"clean": 3.5, "gnoise": 5.0}),
+        "pgdu50": ("view", {"clean": 4.5, "gnoise": 6.5}),
+    })  # fmt: skip
+    # without the reference, every margin is over the unprotected row
+    assert "| gnoise | +2.00 | +3.50 |" in PURIFICATION_TABLE.tables(doc)
+    other = _purification_doc({
+        "none": ("native", {"clean": 0.0, "gnoise": 3.0}),
+        "resized": ("view", {"clean": 0.0, "gnoise": 4.0}),
+    })  # fmt: skip
+    PURIFICATION_TABLE.merge(doc, other)
+    table = PURIFICATION_TABLE.tables(doc)
+    row = "| gnoise | 3.00 | 5.00 (143 %) / 1.000 | 6.50 (144 %) / 1.000 | 4.00 (n/a) / 1.000 |"
+    assert row in table
+    assert "over `resized`" in table
+    # PGD (published at the view) over resized, the shipped model over none
+    assert "| gnoise | +2.00 | +2.50 | +1.00 |" in table
+
+
+def test_purification_table_merge_refuses_other_images_or_missing_transforms():
+    doc = _purification_doc({"none": ("native", {"clean": 0.0, "jpeg": 1.0})})
+    other = _purification_doc({"none": ("native", {"clean": 0.0, "jpeg": 1.0})}, images=("a",))
+    with pytest.raises(SystemExit, match="images differ"):
+        PURIFICATION_TABLE.merge(doc, other)
+    other = _purification_doc({"none": ("native", {"clean": 0.0})})
+    with pytest.raises(SystemExit, match="transforms missing: \\['jpeg'\\]"):
+        PURIFICATION_TABLE.merge(doc, other)

@@ -1,11 +1,18 @@
 """Table and figure of an ``evaluate --transforms clean ... purification`` run.
 
     python tools/purification_table.py outputs/eval_purify/results.json --out docs/purification.png
+    python tools/purification_table.py runs/a/results.json --merge runs/b/results.json
 
 Prints a markdown table: per transform and method, the decode disruption (dB) after the
 transform, the share of the method's clean disruption it keeps, and the latent pull; then
 the margin of each method over the unprotected image after the same transform (what the
-protection adds to the transform's own damage). Writes a bar chart of the disruption.
+protection adds to the transform's own damage). In view mode a method published at the
+attacker's view (per-image PGD) is measured against the ``resized`` method where the run
+has one (the unprotected image published at the view: the transforms act on an image of
+the same size). Writes a bar chart of the disruption.
+
+``--merge`` adds the methods of another run of the same images and transforms
+(evaluation is deterministic), so a reference measured once need not be measured again.
 """
 
 from __future__ import annotations
@@ -33,21 +40,54 @@ def tables(doc: dict) -> str:
         cells = [f"{idx[('none', t)]['disruption_db']:.2f}"]
         for m in methods:
             e, c = idx[(m, t)], idx[(m, "clean")]
-            kept = 100 * e["disruption_db"] / c["disruption_db"] if c["disruption_db"] else 0
-            cells.append(f"{e['disruption_db']:.2f} ({kept:.0f} %) / {e['latent_pull']:.3f}")
+            kept = (
+                f"{100 * e['disruption_db'] / c['disruption_db']:.0f} %"
+                if c["disruption_db"]
+                else "n/a"
+            )
+            cells.append(f"{e['disruption_db']:.2f} ({kept}) / {e['latent_pull']:.3f}")
         out.append(f"| {t} | " + " | ".join(cells) + " |")
+    at_view = {r["method"] for r in doc.get("rows", []) if r.get("published") == "view"}
+    reference = {m: "none" for m in methods}
+    if "resized" in methods:  # resized itself: how much the smaller image alone costs
+        reference.update({m: "resized" for m in methods if m in at_view and m != "resized"})
+    caption = "Margin over the unprotected image after the same transform (dB):"
+    if "resized" in methods:
+        caption = (
+            "Margin over the unprotected image after the same transform (dB; for methods "
+            "published at the view, over `resized`, the unprotected image published there):"
+        )
     out += [
         "",
-        "Margin over the unprotected image after the same transform (dB):",
+        caption,
         "",
         "| transform | " + " | ".join(methods) + " |",
         "|---|" + "---:|" * len(methods),
     ]
     for t in s["transforms"]:
-        base = idx[("none", t)]["disruption_db"]
-        cells = [f"{idx[(m, t)]['disruption_db'] - base:+.2f}" for m in methods]
+        cells = [
+            f"{idx[(m, t)]['disruption_db'] - idx[(reference[m], t)]['disruption_db']:+.2f}"
+            for m in methods
+        ]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def merge(doc: dict, other: dict) -> None:
+    """Add ``other``'s methods (not ``none``, not a name ``doc`` has) to ``doc``; both runs
+    must hold the same images and ``other`` every transform of ``doc``."""
+    images = {r["image"] for r in doc["rows"] if r["method"] == "none"}
+    theirs = {r["image"] for r in other["rows"] if r["method"] == "none"}
+    missing = [t for t in doc["settings"]["transforms"] if t not in other["settings"]["transforms"]]
+    if images != theirs or missing:
+        raise SystemExit(
+            "purification_table.py: --merge needs a run of the same images with every "
+            f"transform; images differ: {sorted(images ^ theirs)}, transforms missing: {missing}"
+        )
+    new = [m for m in other["settings"]["methods"] if m not in doc["settings"]["methods"]]
+    doc["settings"]["methods"] += new
+    doc["summary"] += [e for e in other["summary"] if e["method"] in new]
+    doc["rows"] += [r for r in other["rows"] if r["method"] in new]
 
 
 def figure(doc: dict, path: Path) -> None:
@@ -80,9 +120,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("results", type=Path, help="results.json of fastprotect evaluate")
     ap.add_argument("--out", type=Path, help="the figure (default: purification.png beside it)")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="results.json of another run of the same images and transforms: its methods join",
+    )
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
-    print(f"From: {doc['settings']['command']}\n")
+    print(f"From: {doc['settings']['command']}")
+    for path in args.merge:
+        other = json.loads(path.read_text())
+        merge(doc, other)
+        print(f"With: {other['settings']['command']}")
+    print()
     print(tables(doc))
     out = args.out or args.results.with_name("purification.png")
     try:

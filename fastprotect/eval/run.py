@@ -129,6 +129,13 @@ def parse_methods(
             # mop with no PATH: the shipped model
             protector, _ = load_protector(arg or None, strength, s_min, s_max)
             mops.append((name or (Path(arg).stem if arg else "shipped"), protector))
+        elif kind == "resized":
+            # the unprotected image published at the attacker's view: the reference of the
+            # methods published there (per-image PGD), whose transforms then act on a
+            # smaller image than the unprotected row's
+            if arg:
+                raise EvaluationError(f"{spec!r}: 'resized' takes no argument")
+            rest.append((name or "resized", kind, None))
         elif kind in ("pgd", "pgdu", "photoguard", "uniform", "sign"):
             if kind in ("uniform", "sign") and arg:
                 raise EvaluationError(f"{spec!r}: noise methods take no argument")
@@ -139,7 +146,7 @@ def parse_methods(
         else:
             raise EvaluationError(
                 f"unknown method {spec!r}; use mop[:PATH], pgd[:STEPS], pgdu[:STEPS], "
-                "photoguard[:STEPS], uniform or sign"
+                "photoguard[:STEPS], uniform, sign or resized"
             )
     if not mops:
         raise EvaluationError("name at least one MoP model (mop[:PATH]): it routes the targets")
@@ -148,6 +155,9 @@ def parse_methods(
     methods = [Method("none", lambda x, y: x)]
     methods += [Method(n, lambda x, y, p=p: p(x), router=p) for n, p in mops]
     for name, kind, steps in rest:
+        if kind == "resized":
+            methods.append(Method(name, lambda x, y: x, at_view=True))
+            continue
         run = _baseline(kind, steps, ref.encoder, budget, pgd_step_size)
         methods.append(Method(name, run, at_view=kind in AT_VIEW))
     names = [m.name for m in methods]
