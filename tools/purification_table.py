@@ -104,7 +104,8 @@ def figure(doc: dict, path: Path) -> None:
     for i, m in enumerate(methods):
         vals = [idx[(m, t)]["disruption_db"] for t in transforms]
         xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(transforms))]
-        ax.bar(xs, vals, width, label="unprotected" if m == "none" else m)
+        names = {"none": "unprotected", "resized": "unprotected, published at the view"}
+        ax.bar(xs, vals, width, label=names.get(m, m))
     ax.set_xticks(range(len(transforms)), transforms, rotation=30, ha="right")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel("decode disruption, dB")
