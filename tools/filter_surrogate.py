@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from fastprotect.data.files import list_images, read_rgb, split_files
+from fastprotect.data.files import read_rgb
 from fastprotect.eval.metrics import disruption
 from fastprotect.eval.purify import adverse_cleaner
-from fastprotect.eval.run import evaluation_autoencoder
+from fastprotect.eval.run import evaluation_autoencoder, select_files
 from fastprotect.losses import FilterRobustLoss
 from fastprotect.protect import load_protector
 from fastprotect.views import attacker_resize
@@ -44,11 +44,7 @@ def main() -> int:
     encoder, decoder = evaluation_autoencoder("taef2")
     if decoder is None:
         raise SystemExit("the TAEF2 decoder's weights are needed for disruption")
-    roots = [Path(d) for d in args.data]
-    _, val = split_files(list_images(roots), 0.2)
-    files = []
-    for root in roots:
-        files += [f for f in val if root.resolve() in f.resolve().parents][: args.per_domain]
+    files = select_files([Path(d) for d in args.data], per_domain=args.per_domain)
 
     def q(x: torch.Tensor) -> torch.Tensor:  # published as 8 bits
         return (x * 255).round() / 255

@@ -80,7 +80,9 @@ __all__ = [
 NAMED_TRANSFORMS = {**TRANSFORMS, **PURIFICATIONS}
 METRICS = ("psnr", "ssim", "lf_psnr", "lpips", "dists", "latent_pull", "disruption_db")
 #: baselines that run per image at the attacker's view in view mode (the rest: native)
-AT_VIEW = ("pgd", "pgdu", "photoguard")
+#: methods published at the attacker's view in view mode; ``resized`` is the unprotected
+#: image published there, the reference of the others (a transform acts on a smaller image)
+AT_VIEW = ("pgd", "pgdu", "photoguard", "resized")
 
 
 class EvaluationError(ValueError):
@@ -130,12 +132,9 @@ def parse_methods(
             protector, _ = load_protector(arg or None, strength, s_min, s_max)
             mops.append((name or (Path(arg).stem if arg else "shipped"), protector))
         elif kind == "resized":
-            # the unprotected image published at the attacker's view: the reference of the
-            # methods published there (per-image PGD), whose transforms then act on a
-            # smaller image than the unprotected row's
             if arg:
                 raise EvaluationError(f"{spec!r}: 'resized' takes no argument")
-            rest.append((name or "resized", kind, None))
+            rest.append((name or "resized", kind, 0))
         elif kind in ("pgd", "pgdu", "photoguard", "uniform", "sign"):
             if kind in ("uniform", "sign") and arg:
                 raise EvaluationError(f"{spec!r}: noise methods take no argument")
@@ -155,9 +154,6 @@ def parse_methods(
     methods = [Method("none", lambda x, y: x)]
     methods += [Method(n, lambda x, y, p=p: p(x), router=p) for n, p in mops]
     for name, kind, steps in rest:
-        if kind == "resized":
-            methods.append(Method(name, lambda x, y: x, at_view=True))
-            continue
         run = _baseline(kind, steps, ref.encoder, budget, pgd_step_size)
         methods.append(Method(name, run, at_view=kind in AT_VIEW))
     names = [m.name for m in methods]
@@ -172,6 +168,8 @@ def _baseline(
     """``(x, target image) -> x_hat`` for a per-image baseline on ``encoder``."""
 
     def run(x: Tensor, y: Tensor) -> Tensor:
+        if kind == "resized":
+            return x
         if kind == "pgd":
             return pgd(x, encoder.latent, encoder.latent(y), eta, steps, step_size)
         if kind == "pgdu":
@@ -211,6 +209,29 @@ def _save_png(x: Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         Image.fromarray(to_uint8(x[0])).save(tmp, "PNG")
+
+
+def select_files(
+    roots: Sequence[Path],
+    split: str = "val",
+    val_fraction: float = 0.2,
+    per_domain: int | None = None,
+    limit: int | None = None,
+) -> list[Path]:
+    """The images ``evaluate`` takes: the ``split`` (``val``, ``train`` or ``all``) of the
+    images under ``roots``, the first ``per_domain`` of each domain, the first ``limit``."""
+    files = list_images(roots)
+    train, val = split_files(files, val_fraction)
+    files = {"val": val, "train": train, "all": files}[split]
+    if per_domain:
+        taken: dict[str, list[Path]] = {}
+        for f in files:
+            taken.setdefault(_domain(f, roots), []).append(f)
+        files = [f for group in taken.values() for f in group[:per_domain]]
+    files = files[:limit] if limit else files
+    if not files:
+        raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
+    return files
 
 
 def _domain(path: Path, roots: Sequence[Path]) -> str:
@@ -316,17 +337,7 @@ def evaluate(
             f"{list(PURIFICATION_SET)})"
         )
     roots = [Path(d) for d in data]
-    files = list_images(roots)
-    train, val = split_files(files, val_fraction)
-    files = {"val": val, "train": train, "all": files}[split]
-    if per_domain:
-        taken: dict[str, list[Path]] = {}
-        for f in files:
-            taken.setdefault(_domain(f, roots), []).append(f)
-        files = [f for group in taken.values() for f in group[:per_domain]]
-    files = files[:limit] if limit else files
-    if not files:
-        raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
+    files = select_files(roots, split, val_fraction, per_domain, limit)
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
 
