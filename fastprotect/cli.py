@@ -222,6 +222,12 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument(
         "--examples", type=int, default=0, help="save the first N images of each domain as PNG"
     )
+    p_ev.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: each image's rows are kept in OUT/partial.jsonl as "
+        "it finishes; rerun the same command with --resume to measure only the rest",
+    )
     p_d = sub.add_parser("demo", help=COMMANDS["demo"], description=COMMANDS["demo"])
     p_d.add_argument(
         "inputs", nargs="*", help="files, folders or globs (default: scikit-image's sample photos)"
@@ -393,6 +399,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import shlex
     from pathlib import Path
 
+    from .eval.journal import JournalError
     from .eval.run import (
         ROBUSTNESS,
         EvaluationError,
@@ -433,10 +440,15 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             views=args.view,
             max_side=args.max_side,
             per_domain=args.per_domain,
+            journal=out / "partial.jsonl",
+            resume=args.resume,
+            # what decides the rows beyond evaluate's own settings: the method specs
+            journal_key={k: v for k, v in vars(args).items() if k != "resume"},
         )
         settings["command"] = "fastprotect " + shlex.join(argv)
         written = write_results(out, rows, settings)
-    except (EvaluationError, *USER_ERRORS) as e:
+        (out / "partial.jsonl").unlink(missing_ok=True)
+    except (EvaluationError, JournalError, *USER_ERRORS) as e:
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2
     summary = summarise(rows)

@@ -321,3 +321,67 @@ def test_evaluate_checks_the_strength_range(tmp_path, capsys):
     assert "--s-max must be above 0 and at most 1, got 1.5" in capsys.readouterr().err
     assert main([*args, "--s-min", "2"]) == 2
     assert "--s-min must be between 0 and --s-max (1.0), got 2.0" in capsys.readouterr().err
+
+
+def _short_run(model, out, *extra):
+    return main([
+        "evaluate", str(DATA / "objects"), "--method", f"mop:{model}", "--method", "sign",
+        "--out", str(out), "--size", "32", "--split", "all", "--limit", "3",
+        "--transforms", "clean", "jpeg75", *extra,
+    ])  # fmt: skip
+
+
+@needs_data
+@needs_weights
+def test_an_interrupted_evaluation_resumes_where_it_stopped(model, tmp_path, capsys, monkeypatch):
+    import fastprotect.eval.run as run
+
+    assert _short_run(model, tmp_path / "whole") == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert not (tmp_path / "whole" / "partial.jsonl").exists()  # removed once saved
+
+    measured = []
+    crop_rows = run._crop_rows
+
+    def stop_at_the_third(x, image, *args):
+        if len(measured) == 2:
+            raise KeyboardInterrupt  # as if the machine were stopped
+        measured.append(image)
+        return crop_rows(x, image, *args)
+
+    monkeypatch.setattr(run, "_crop_rows", stop_at_the_third)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        _short_run(model, out)
+    journal = out / "partial.jsonl"
+    assert len(journal.read_text().splitlines()) == 1 + 2  # the key, then two images
+    assert not (out / "results.json").exists()
+    monkeypatch.setattr(run, "_crop_rows", crop_rows)
+    capsys.readouterr()
+
+    # without --resume the interrupted run's rows are kept, not overwritten
+    assert _short_run(model, out) == 2
+    assert "--resume" in capsys.readouterr().err
+    # other settings cannot continue it
+    assert _short_run(model, out, "--resume", "--strength", "off") == 2
+    err = capsys.readouterr().err
+    assert "differ in: " in err and "strength" in err
+    with journal.open("a") as f:
+        f.write('{"image": "cut sh')  # a kill in the middle of a write
+    seen = []
+
+    def count(x, image, *args):
+        seen.append(image)
+        return crop_rows(x, image, *args)
+
+    monkeypatch.setattr(run, "_crop_rows", count)
+    assert _short_run(model, out, "--resume") == 0
+    assert "2 of 3 images already measured" in capsys.readouterr().err
+    assert len(seen) == 1 and seen[0] not in measured  # only the third image measured
+    resumed = json.loads((out / "results.json").read_text())
+    assert not journal.exists()
+
+    def values(doc):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["rows"]]
+
+    assert values(resumed) == values(whole)  # the same rows as the uninterrupted run

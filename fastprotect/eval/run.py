@@ -34,6 +34,7 @@ import csv
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from ..protector import Protector
 from ..strength import LPIPSMap, find_alexnet, importable
 from ..views import attacker_resize
 from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
+from .journal import RunJournal
 from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
 from .purify import (
     AUTOENCODER_PURIFICATIONS,
@@ -79,7 +81,6 @@ __all__ = [
 #: evaluation autoencoder in :func:`_bind`)
 NAMED_TRANSFORMS = {**TRANSFORMS, **PURIFICATIONS}
 METRICS = ("psnr", "ssim", "lf_psnr", "lpips", "dists", "latent_pull", "disruption_db")
-#: baselines that run per image at the attacker's view in view mode (the rest: native)
 #: methods published at the attacker's view in view mode; ``resized`` is the unprotected
 #: image published there, the reference of the others (a transform acts on a smaller image)
 AT_VIEW = ("pgd", "pgdu", "photoguard", "resized")
@@ -315,8 +316,17 @@ def evaluate(
     views: Sequence[int] = (),
     max_side: int | None = None,
     per_domain: int | None = None,
+    journal: Path | None = None,
+    resume: bool = False,
+    journal_key: dict | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every method on every image; returns the per-image rows and the settings.
+
+    With ``journal`` (a file path) each image's rows are written there as soon as they are
+    measured (:class:`~.journal.RunJournal`); with ``resume`` a journal already there is
+    continued, its images not measured again, if it was started with the same settings
+    (these, the image list, and ``journal_key``: whatever else the caller wants matched,
+    such as the method specs). The caller removes the journal once the results are saved.
 
     With ``views`` (view mode, see the module docstring) ``size`` is not used; images are
     taken at their own resolution, shrunk first (bicubic) only where ``max_side`` caps
@@ -344,79 +354,6 @@ def evaluate(
     enc, dec = evaluation_autoencoder(eval_encoder)
     lpips_fn = _lpips_metric()
     fns = _bind(transforms, enc, dec, lpips_fn)
-    rows: list[dict] = []
-    saved: dict[str, int] = {}
-    for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
-        domain = _domain(path, roots)
-        saved[domain] = saved.get(domain, 0) + 1
-        if views:
-            keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
-            x = read_rgb(path, max_side).float()[None] / 255
-            rows += _view_rows(
-                x,
-                str(path),
-                domain,
-                methods,
-                reference,
-                enc,
-                dec,
-                lpips_fn,
-                views,
-                fns,
-                keep,
-            )
-            continue
-        x = centre_square(path, size)
-        z = enc.latent(x)
-        rec_clean = reconstruction_psnr(x, z, dec) if dec else None
-        refs = {}  # transforms that move the content: the same transform of the clean image
-        for tname in transforms:
-            if tname in GEOMETRIC:
-                xr = fns[tname](x)
-                zr = enc.latent(xr)
-                refs[tname] = (xr, zr, reconstruction_psnr(xr, zr, dec) if dec else None)
-        ref_name, ref_y = _target(reference, x)
-        ref_z_y = enc.latent(ref_y)  # shared by the reference and every method without a router
-        keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
-        if keep and dec:
-            _save_png(x, keep / "original.png")
-            _save_png(dec(z), keep / "original_recon.png")
-        for method in methods:
-            if method.router is None or method.router is reference:
-                name, y, z_y = ref_name, ref_y, ref_z_y
-            else:
-                name, y = _target(method.router, x)
-                z_y = enc.latent(y)
-            t0 = time.perf_counter()
-            x_hat = method.protect(x, y)
-            seconds = time.perf_counter() - t0
-            if keep and dec:
-                _save_png(x_hat, keep / f"{method.name}.png")
-                _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
-            for tname in transforms:
-                xr, zr, rec_r = refs.get(tname, (x, z, rec_clean))
-                x_t = match_size(fns[tname](x_hat), xr)
-                z_t = enc.latent(x_t)
-                rows.append(
-                    {
-                        "image": str(path),
-                        "domain": domain,
-                        "method": method.name,
-                        "transform": tname,
-                        "target": name,
-                        "view": None,
-                        "psnr": float(psnr(xr, x_t)),
-                        "ssim": float(ssim(xr, x_t)),
-                        "lf_psnr": float(lowfreq_psnr(xr, x_t)),
-                        "lpips": float(lpips_fn(xr, x_t)) if lpips_fn else None,
-                        "dists": None,
-                        "latent_pull": float(latent_pull(z_t, zr, z_y)),
-                        "disruption_db": float(rec_r - reconstruction_psnr(xr, z_t, dec))
-                        if dec
-                        else None,
-                        "seconds": seconds,
-                    }
-                )
     settings = {
         "data": [str(r) for r in roots],
         "split": split,
@@ -446,7 +383,103 @@ def evaluate(
         # seconds per image depend on the machine and on this (CPU) thread count
         "torch_threads": torch.get_num_threads(),
     }
+    if journal is not None:
+        key = {k: v for k, v in settings.items() if k != "torch_threads"}
+        run_journal = RunJournal.open(
+            journal, {**key, "files": [str(f) for f in files], **(journal_key or {})}, resume
+        )
+        done = sum(str(f) in run_journal.done for f in files)
+        if done and progress:
+            print(
+                f"fastprotect: resuming {journal}: {done} of {len(files)} images already measured",
+                file=sys.stderr,
+            )
+    rows: list[dict] = []
+    saved: dict[str, int] = {}
+    for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
+        domain = _domain(path, roots)
+        saved[domain] = saved.get(domain, 0) + 1
+        keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
+        if journal is not None and str(path) in run_journal.done:
+            rows += run_journal.done[str(path)]
+            continue
+        args = (str(path), domain, methods, reference, enc, dec, lpips_fn)
+        if views:
+            x = read_rgb(path, max_side).float()[None] / 255
+            image_rows = _view_rows(x, *args, views, fns, keep)
+        else:
+            image_rows = _crop_rows(centre_square(path, size), *args, transforms, fns, keep)
+        if journal is not None:
+            run_journal.record(str(path), image_rows)
+        rows += image_rows
     return rows, settings
+
+
+def _crop_rows(
+    x: Tensor,
+    image: str,
+    domain: str,
+    methods: Sequence[Method],
+    reference: Protector,
+    enc: Encoder,
+    dec: Callable[[Tensor], Tensor] | None,
+    lpips_fn,
+    transforms: Sequence[str],
+    fns: dict[str, Callable[[Tensor], Tensor]],
+    keep: Path | None,
+) -> list[dict]:
+    """Crop mode for one square image ``1xCxSxS``: one row per method and transform."""
+    rows = []
+    z = enc.latent(x)
+    rec_clean = reconstruction_psnr(x, z, dec) if dec else None
+    refs = {}  # transforms that move the content: the same transform of the clean image
+    for tname in transforms:
+        if tname in GEOMETRIC:
+            xr = fns[tname](x)
+            zr = enc.latent(xr)
+            refs[tname] = (xr, zr, reconstruction_psnr(xr, zr, dec) if dec else None)
+    ref_name, ref_y = _target(reference, x)
+    ref_z_y = enc.latent(ref_y)  # shared by the reference and every method without a router
+    if keep and dec:
+        _save_png(x, keep / "original.png")
+        _save_png(dec(z), keep / "original_recon.png")
+    for method in methods:
+        if method.router is None or method.router is reference:
+            name, y, z_y = ref_name, ref_y, ref_z_y
+        else:
+            name, y = _target(method.router, x)
+            z_y = enc.latent(y)
+        t0 = time.perf_counter()
+        x_hat = method.protect(x, y)
+        seconds = time.perf_counter() - t0
+        if keep and dec:
+            _save_png(x_hat, keep / f"{method.name}.png")
+            _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
+        for tname in transforms:
+            xr, zr, rec_r = refs.get(tname, (x, z, rec_clean))
+            x_t = match_size(fns[tname](x_hat), xr)
+            z_t = enc.latent(x_t)
+            rows.append(
+                {
+                    "image": image,
+                    "domain": domain,
+                    "method": method.name,
+                    "transform": tname,
+                    "target": name,
+                    "view": None,
+                    "psnr": float(psnr(xr, x_t)),
+                    "ssim": float(ssim(xr, x_t)),
+                    "lf_psnr": float(lowfreq_psnr(xr, x_t)),
+                    "lpips": float(lpips_fn(xr, x_t)) if lpips_fn else None,
+                    "dists": None,
+                    "latent_pull": float(latent_pull(z_t, zr, z_y)),
+                    "disruption_db": float(rec_r - reconstruction_psnr(xr, z_t, dec))
+                    if dec
+                    else None,
+                    "seconds": seconds,
+                }
+            )
+    return rows
 
 
 def _view_rows(

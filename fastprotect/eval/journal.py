@@ -1,0 +1,95 @@
+"""The per-image rows of an ``evaluate`` run, kept on disk as each image finishes.
+
+A long evaluation (per-image PGD on a whole split takes hours on a CPU) can be stopped at
+any moment and continued later with the same command and ``--resume``: images already in
+the journal are not measured again. ``evaluate`` is deterministic per image (every random
+baseline and transform draws from a fixed seed), so a resumed run gives the same rows as
+an uninterrupted one.
+
+The file is JSON lines: the first line holds the run's *key* (everything that decides the
+rows: images, methods, transforms, views, budget, strength settings); each further line
+holds one image's rows. A resumed run must have the same key, so that rows of different
+settings are never mixed. A last line cut short by a kill is dropped on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..fileutil import atomic_output
+
+
+class JournalError(ValueError):
+    """A journal that cannot be continued: another run's, or present without ``--resume``."""
+
+
+def _normalise(key: Mapping) -> dict:
+    """The key as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(dict(key), default=str, sort_keys=True))
+
+
+class RunJournal:
+    """Rows of finished images, appended and flushed to ``path`` one image at a time."""
+
+    def __init__(self, path: Path, key: Mapping, done: dict[str, list[dict]]):
+        self.path = Path(path)
+        self.key = _normalise(key)
+        self.done = done
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, key: Mapping, resume: bool) -> RunJournal:
+        """Start a journal at ``path``, or continue the one there when ``resume``.
+
+        Raises :class:`JournalError` when a journal is there and ``resume`` is false (an
+        interrupted run's rows are never overwritten), or when the one there was written
+        with a different key.
+        """
+        path = Path(path)
+        key = _normalise(key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(path, overwrite=False) as tmp:
+                tmp.write_text(json.dumps({"key": key}) + "\n")
+            return cls(path, key, {})
+        lines = path.read_text().splitlines()
+        entries = []
+        for i, line in enumerate(lines):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:  # only the last line can be cut short by a kill
+                    raise JournalError(f"{path} line {i + 1} is not JSON; it is damaged") from None
+        if not entries or "key" not in entries[0]:
+            raise JournalError(f"{path} is not an evaluation journal")
+        done = {e["image"]: e["rows"] for e in entries[1:]}
+        if not resume:
+            raise JournalError(
+                f"{path} holds the rows of an interrupted run ({len(done)} images measured); "
+                "add --resume to continue it with the same command, or choose another --out"
+            )
+        old = entries[0]["key"]
+        differ = sorted(k for k in old.keys() | key.keys() if old.get(k) != key.get(k))
+        if differ:
+            raise JournalError(
+                f"{path} was written by a run with other settings (they differ in: "
+                f"{', '.join(differ)}); resume with the same command, or choose another --out"
+            )
+        # rewrite without a cut-short last line, so appends start on a line of their own
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        return cls(path, key, done)
+
+    def record(self, image: str, rows: Sequence[dict]) -> None:
+        """Append one image's rows and push them to disk before going on."""
+        with self.path.open("a") as f:
+            f.write(json.dumps({"image": image, "rows": list(rows)}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[image] = list(rows)
+
+    def remove(self) -> None:
+        """Delete the journal (once the run's results are written)."""
+        self.path.unlink(missing_ok=True)
