@@ -208,6 +208,12 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--per-domain", type=int, metavar="N", help="first N images of each domain")
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
     p_ev.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda or cuda:N: where the autoencoders, the models and per-image PGD run "
+        "(default: %(default)s)",
+    )
+    p_ev.add_argument(
         "--transforms",
         nargs="+",
         help="what the attacker does to the published image before encoding it: clean, "
@@ -403,6 +409,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .eval.run import (
         ROBUSTNESS,
         EvaluationError,
+        check_device,
         evaluate,
         parse_methods,
         summarise,
@@ -419,6 +426,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         if (out / "results.json").exists():
             raise EvaluationError(f"{out / 'results.json'} exists; choose another --out")
+        check_device(args.device)  # before any model is loaded
         with fallback_notes() as notes:
             methods, reference = parse_methods(
                 args.method, args.strength, args.eta, args.pgd_step_size, args.s_min, args.s_max
@@ -440,14 +448,19 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             views=args.view,
             max_side=args.max_side,
             per_domain=args.per_domain,
+            device=args.device,
             journal=out / "partial.jsonl",
             resume=args.resume,
-            # what decides the rows beyond evaluate's own settings: the method specs
-            journal_key={k: v for k, v in vars(args).items() if k != "resume"},
+            # what decides the rows beyond evaluate's own settings and models
+            journal_key={
+                "method_specs": args.method,
+                "eta": args.eta,
+                "pgd_step_size": args.pgd_step_size,
+            },
         )
         settings["command"] = "fastprotect " + shlex.join(argv)
         written = write_results(out, rows, settings)
-        (out / "partial.jsonl").unlink(missing_ok=True)
+        (out / "partial.jsonl").unlink(missing_ok=True)  # its rows are in results.json now
     except (EvaluationError, JournalError, *USER_ERRORS) as e:
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2

@@ -196,6 +196,8 @@ def test_view_mode_publishes_at_native_resolution_and_scores_each_view(view_mode
     assert (example / "model_recon_view48.png").is_file()
     assert doc["settings"]["views"] == [48, 64] and doc["settings"]["size"] is None
     assert doc["settings"]["per_domain"] == 2
+    assert doc["settings"]["device"] == "cpu" and doc["settings"]["resumed_images"] == 0
+    assert not (out / "partial.jsonl").exists()
     assert len(rows) == 2 * 6 * 2 * 2  # images x methods x transforms x views
     assert {r["view"] for r in rows} == {48, 64}
     published = {r["method"]: r["published"] for r in rows}
@@ -385,3 +387,64 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(model, tmp_path, cap
         return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["rows"]]
 
     assert values(resumed) == values(whole)  # the same rows as the uninterrupted run
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error(tmp_path, capsys):
+    args = ["evaluate", str(tmp_path), "--method", "mop", "--out", str(tmp_path / "o")]
+    for name in ("tpu", "meta"):
+        assert main([*args, "--device", name]) == 2
+        assert f"--device '{name}'" in (err := capsys.readouterr().err) and "use cpu or cuda" in err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # checked before any image or model is read
+
+
+@needs_data
+@needs_weights
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluate_on_a_gpu_gives_the_cpu_numbers(view_model, tmp_path):
+    """Runs only where a GPU is lent: the same rows on CUDA as on the CPU, to float error."""
+    docs = {}
+    for device in ("cpu", "cuda"):
+        assert main([
+            "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}",
+            "--method", "pgdu:2", "--method", "sign", "--out", str(tmp_path / device),
+            "--split", "all", "--per-domain", "2", "--max-side", "96", "--view", "48",
+            "--strength", "jnd", "--transforms", "clean", "jpeg75", "gnoise0.05", "impress",
+            "--device", device,
+        ]) == 0  # fmt: skip
+        docs[device] = json.loads((tmp_path / device / "results.json").read_text())
+    assert docs["cuda"]["settings"]["device"].startswith("cuda")
+    for a, b in zip(docs["cpu"]["rows"], docs["cuda"]["rows"], strict=True):
+        assert [a[k] for k in ("image", "method", "transform")] == [
+            b[k] for k in ("image", "method", "transform")
+        ]
+        # JPEG and PGD's sign steps can flip on a rounding difference: loose, but not free
+        assert b["disruption_db"] == pytest.approx(a["disruption_db"], abs=0.3)
+        if a["transform"] == "clean" and a["method"] not in ("none", "pgdu2"):
+            assert b["psnr"] == pytest.approx(a["psnr"], abs=0.05)
+
+
+def test_the_journal_drops_a_cut_line_and_refuses_what_it_cannot_continue(tmp_path):
+    from fastprotect.eval.journal import JournalError, RunJournal
+
+    path = tmp_path / "partial.jsonl"
+    key = {"views": (512,), "methods": ["shipped"]}  # a tuple reads back as a list
+    journal = RunJournal.open(path, key, resume=False)
+    journal.record("a.png", [{"psnr": 30.5, "lf_psnr": math.inf}])
+    with path.open("a") as f:
+        f.write('{"image": "b.png", "ro')  # killed in the middle of a write
+    with pytest.raises(JournalError, match="add --resume"):
+        RunJournal.open(path, key, resume=False)
+    with pytest.raises(JournalError, match="differ in: methods"):
+        RunJournal.open(path, {**key, "methods": ["v1"]}, resume=True)
+    journal = RunJournal.open(path, key, resume=True)
+    assert journal.done == {"a.png": [{"psnr": 30.5, "lf_psnr": math.inf}]}
+    journal.record("b.png", [{"psnr": 31.0}])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]  # every line whole
+    assert [e.get("image") for e in lines] == [None, "a.png", "b.png"]
+    assert RunJournal.open(path, key, resume=True).done["b.png"] == [{"psnr": 31.0}]
+    path.write_text(path.read_text() + '["not an image"]\n')
+    with pytest.raises(JournalError, match="start over"):
+        RunJournal.open(path, key, resume=True)

@@ -61,9 +61,15 @@ class RunJournal:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:
                 if i < len(lines) - 1:  # only the last line can be cut short by a kill
-                    raise JournalError(f"{path} line {i + 1} is not JSON; it is damaged") from None
-        if not entries or "key" not in entries[0]:
-            raise JournalError(f"{path} is not an evaluation journal")
+                    raise JournalError(
+                        f"{path} line {i + 1} is not JSON: the file is damaged; delete it to "
+                        "start over"
+                    ) from None
+        start_over = f"delete {path} to start over"
+        if not entries or not isinstance(entries[0], dict) or "key" not in entries[0]:
+            raise JournalError(f"{path} is not an evaluation journal; {start_over}")
+        if not all(isinstance(e, dict) and {"image", "rows"} <= e.keys() for e in entries[1:]):
+            raise JournalError(f"{path} has lines that are not an image's rows; {start_over}")
         done = {e["image"]: e["rows"] for e in entries[1:]}
         if not resume:
             raise JournalError(
@@ -75,7 +81,8 @@ class RunJournal:
         if differ:
             raise JournalError(
                 f"{path} was written by a run with other settings (they differ in: "
-                f"{', '.join(differ)}); resume with the same command, or choose another --out"
+                f"{', '.join(differ)}); resume with the same command and models, choose "
+                f"another --out, or {start_over}"
             )
         # rewrite without a cut-short last line, so appends start on a line of their own
         with atomic_output(path) as tmp:
@@ -89,7 +96,3 @@ class RunJournal:
             f.flush()
             os.fsync(f.fileno())
         self.done[image] = list(rows)
-
-    def remove(self) -> None:
-        """Delete the journal (once the run's results are written)."""
-        self.path.unlink(missing_ok=True)

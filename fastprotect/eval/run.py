@@ -31,6 +31,7 @@ encoder), ``pgdu`` / ``pgdu:STEPS`` (untargeted: away from the image's own laten
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import statistics
@@ -291,12 +292,64 @@ def match_size(x: Tensor, like: Tensor) -> Tensor:
     )
 
 
-def _lpips_metric():
+def _lpips_metric(device: torch.device | str = "cpu"):
     path = find_alexnet()
     if path is None or not all(map(importable, ("lpips", "torchvision"))):
         return None  # the protect-only install has neither package
-    net = LPIPSMap(path).net
+    net = LPIPSMap(path).net.to(device)
     return lambda x, y: net(x * 2 - 1, y * 2 - 1).flatten(1).mean(1)
+
+
+def check_device(name: str) -> torch.device:
+    """``name`` as a device this machine has, or an :class:`EvaluationError` saying why not."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise EvaluationError(f"--device {name!r}: not a device; use cpu or cuda[:N]") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EvaluationError(f"--device {name!r}: this machine has no CUDA device")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise EvaluationError(
+                f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices"
+            )
+    elif dev.type != "cpu":
+        raise EvaluationError(f"--device {name!r}: use cpu or cuda[:N]")
+    return dev
+
+
+def _journal_key(
+    settings: dict, files: Sequence[Path], methods: Sequence[Method], extra: dict | None
+) -> dict:
+    """What decides an evaluation's rows, for :class:`~.journal.RunJournal`: the settings
+    (but where the data was named from, the thread count, the GPU's name), the images and
+    the folders by absolute path, a digest of each MoP model's weights (a model retrained
+    to the same path is another model), the versions of fastprotect and torch, and
+    ``extra`` (the caller's: the method specs, the baselines' budget and step)."""
+    from .. import __version__
+
+    key = {k: v for k, v in settings.items() if k not in ("torch_threads", "device_name")}
+    key["data"] = [str(Path(d).resolve()) for d in settings["data"]]
+    key["files"] = [str(Path(f).resolve()) for f in files]
+    key["models"] = {m.name: _state_digest(m.router) for m in methods if m.router is not None}
+    key["versions"] = {"fastprotect": __version__, "torch": torch.__version__}
+    return {**key, **(extra or {})}
+
+
+def _state_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's parameters and buffers, names and bytes."""
+    digest = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _clock(x: Tensor) -> float:
+    """A time stamp after the work queued on ``x``'s device is done (GPUs run ahead)."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter()
 
 
 @torch.no_grad()
@@ -319,6 +372,7 @@ def evaluate(
     journal: Path | None = None,
     resume: bool = False,
     journal_key: dict | None = None,
+    device: str = "cpu",
 ) -> tuple[list[dict], dict]:
     """Run every method on every image; returns the per-image rows and the settings.
 
@@ -327,6 +381,11 @@ def evaluate(
     continued, its images not measured again, if it was started with the same settings
     (these, the image list, and ``journal_key``: whatever else the caller wants matched,
     such as the method specs). The caller removes the journal once the results are saved.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:1``) runs the autoencoders, the models and the
+    per-image baselines there; the transforms that are Pillow, OpenCV or scikit-image code
+    run on the CPU and hand their result back. Numbers on a GPU differ from the CPU's in
+    the last digits (float arithmetic in another order).
 
     With ``views`` (view mode, see the module docstring) ``size`` is not used; images are
     taken at their own resolution, shrunk first (bicubic) only where ``max_side`` caps
@@ -350,9 +409,15 @@ def evaluate(
     files = select_files(roots, split, val_fraction, per_domain, limit)
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
+    dev = check_device(device)
 
     enc, dec = evaluation_autoencoder(eval_encoder)
-    lpips_fn = _lpips_metric()
+    enc.to(dev)
+    if dec is not None:
+        dec.to(dev)
+    for module in [reference, *(m.router for m in methods if m.router is not None)]:
+        module.to(dev)  # the reference's encoder is the one the per-image baselines attack
+    lpips_fn = _lpips_metric(dev)
     fns = _bind(transforms, enc, dec, lpips_fn)
     settings = {
         "data": [str(r) for r in roots],
@@ -382,16 +447,20 @@ def evaluate(
         "s_max": reference.s_max,
         # seconds per image depend on the machine and on this (CPU) thread count
         "torch_threads": torch.get_num_threads(),
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
     }
     if journal is not None:
-        key = {k: v for k, v in settings.items() if k != "torch_threads"}
         run_journal = RunJournal.open(
-            journal, {**key, "files": [str(f) for f in files], **(journal_key or {})}, resume
+            journal, _journal_key(settings, files, methods, journal_key), resume
         )
         done = sum(str(f) in run_journal.done for f in files)
-        if done and progress:
+        settings["resumed_images"] = done
+        if progress:
             print(
-                f"fastprotect: resuming {journal}: {done} of {len(files)} images already measured",
+                f"fastprotect: resuming {journal}: {done} of {len(files)} images already measured"
+                if done
+                else f"fastprotect: each image's rows go to {journal} as it finishes",
                 file=sys.stderr,
             )
     rows: list[dict] = []
@@ -405,10 +474,11 @@ def evaluate(
             continue
         args = (str(path), domain, methods, reference, enc, dec, lpips_fn)
         if views:
-            x = read_rgb(path, max_side).float()[None] / 255
+            x = read_rgb(path, max_side).float()[None].to(dev) / 255
             image_rows = _view_rows(x, *args, views, fns, keep)
         else:
-            image_rows = _crop_rows(centre_square(path, size), *args, transforms, fns, keep)
+            x = centre_square(path, size).to(dev)
+            image_rows = _crop_rows(x, *args, transforms, fns, keep)
         if journal is not None:
             run_journal.record(str(path), image_rows)
         rows += image_rows
@@ -449,9 +519,9 @@ def _crop_rows(
         else:
             name, y = _target(method.router, x)
             z_y = enc.latent(y)
-        t0 = time.perf_counter()
+        t0 = _clock(x)
         x_hat = method.protect(x, y)
-        seconds = time.perf_counter() - t0
+        seconds = _clock(x) - t0
         if keep and dec:
             _save_png(x_hat, keep / f"{method.name}.png")
             _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
@@ -525,13 +595,13 @@ def _view_rows(
         if method.at_view:
             published = {}
             for v in views:
-                t0 = time.perf_counter()
+                t0 = _clock(x)
                 published[v] = (method.protect(clean[v][0], attacker_resize(y, v)), clean[v][0])
-                published[v] += (time.perf_counter() - t0,)
+                published[v] += (_clock(x) - t0,)
         else:
-            t0 = time.perf_counter()
+            t0 = _clock(x)
             x_hat = method.protect(x, y)
-            seconds = time.perf_counter() - t0
+            seconds = _clock(x) - t0
             published = {v: (x_hat, x, seconds) for v in views}
         if keep:
             first = published[views[0]][0]
