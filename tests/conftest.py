@@ -1,4 +1,5 @@
-"""Shared test set-up: weights and data from ../shared, caches in a temp dir, W&B offline."""
+"""Shared test set-up: weights and data from ../shared (or $FASTPROTECT_SHARED), caches in
+a temp dir, W&B offline."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# ../shared beside the checkout; FASTPROTECT_SHARED elsewhere (a staged copy on a GPU machine)
+SHARED = Path(os.environ.get("FASTPROTECT_SHARED") or REPO.parent / "shared")
 DATA = SHARED / "data"
 WEIGHTS = SHARED / "weights"
 
