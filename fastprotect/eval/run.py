@@ -30,6 +30,7 @@ encoder), ``pgdu`` / ``pgdu:STEPS`` (untargeted: away from the image's own laten
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -37,7 +38,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,6 +346,21 @@ def _state_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _full_precision(dev: torch.device) -> Iterator[None]:
+    """float32 arithmetic on a CUDA device for the duration: TF32 off for convolutions and
+    matrix products (PyTorch allows it for cuDNN's convolutions by default), as before after."""
+    if dev.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _clock(x: Tensor) -> float:
     """A time stamp after the work queued on ``x``'s device is done (GPUs run ahead)."""
     if x.is_cuda:
@@ -411,78 +427,79 @@ def evaluate(
         raise EvaluationError("examples need a folder to go to")
     dev = check_device(device)
 
-    enc, dec = evaluation_autoencoder(eval_encoder)
-    enc.to(dev)
-    if dec is not None:
-        dec.to(dev)
-    for module in [reference, *(m.router for m in methods if m.router is not None)]:
-        module.to(dev)  # the reference's encoder is the one the per-image baselines attack
-    lpips_fn = _lpips_metric(dev)
-    fns = _bind(transforms, enc, dec, lpips_fn)
-    settings = {
-        "data": [str(r) for r in roots],
-        "split": split,
-        "val_fraction": val_fraction,
-        "images": len(files),
-        "size": None if views else size,
-        "views": list(views),
-        "view_resize": "shorter side to the view, antialiased bilinear" if views else None,
-        "max_side": max_side,
-        "per_domain": per_domain,
-        "eval_encoder": eval_encoder,
-        "decoder": dec is not None,
-        "lpips": lpips_fn is not None,
-        "dists": False,
-        "methods": [m.name for m in methods],
-        "transforms": list(transforms),
-        **(
-            {"impress": {**IMPRESS, "distance": "lpips" if lpips_fn else "1 - ssim"}}
-            if "impress" in transforms
-            else {}
-        ),
-        "reference_eta": reference.mop.config.eta,
-        "strength_map": type(reference.strength_map).__name__ if reference.strength_map else "off",
-        "s_min": reference.s_min,
-        "luma_s_min": reference.luma_s_min,
-        "s_max": reference.s_max,
-        # seconds per image depend on the machine and on this (CPU) thread count
-        "torch_threads": torch.get_num_threads(),
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-    }
-    if journal is not None:
-        run_journal = RunJournal.open(
-            journal, _journal_key(settings, files, methods, journal_key), resume
-        )
-        done = sum(str(f) in run_journal.done for f in files)
-        settings["resumed_images"] = done
-        if progress:
-            print(
-                f"fastprotect: resuming {journal}: {done} of {len(files)} images already measured"
-                if done
-                else f"fastprotect: each image's rows go to {journal} as it finishes",
-                file=sys.stderr,
-            )
-    rows: list[dict] = []
-    saved: dict[str, int] = {}
-    for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
-        domain = _domain(path, roots)
-        saved[domain] = saved.get(domain, 0) + 1
-        keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
-        if journal is not None and str(path) in run_journal.done:
-            rows += run_journal.done[str(path)]
-            continue
-        args = (str(path), domain, methods, reference, enc, dec, lpips_fn)
-        if views:
-            x = read_rgb(path, max_side).float()[None].to(dev) / 255
-            image_rows = _view_rows(x, *args, views, fns, keep)
-        else:
-            x = centre_square(path, size).to(dev)
-            image_rows = _crop_rows(x, *args, transforms, fns, keep)
+    with _full_precision(dev):  # a GPU's TF32 would round the autoencoders' convolutions
+        enc, dec = evaluation_autoencoder(eval_encoder)
+        enc.to(dev)
+        if dec is not None:
+            dec.to(dev)
+        for module in [reference, *(m.router for m in methods if m.router is not None)]:
+            module.to(dev)  # the reference's encoder is the one the per-image baselines attack
+        lpips_fn = _lpips_metric(dev)
+        fns = _bind(transforms, enc, dec, lpips_fn)
+        settings = {
+            "data": [str(r) for r in roots],
+            "split": split,
+            "val_fraction": val_fraction,
+            "images": len(files),
+            "size": None if views else size,
+            "views": list(views),
+            "view_resize": "shorter side to the view, antialiased bilinear" if views else None,
+            "max_side": max_side,
+            "per_domain": per_domain,
+            "eval_encoder": eval_encoder,
+            "decoder": dec is not None,
+            "lpips": lpips_fn is not None,
+            "dists": False,
+            "methods": [m.name for m in methods],
+            "transforms": list(transforms),
+            **(
+                {"impress": {**IMPRESS, "distance": "lpips" if lpips_fn else "1 - ssim"}}
+                if "impress" in transforms
+                else {}
+            ),
+            "reference_eta": reference.mop.config.eta,
+            "strength_map": (
+                type(reference.strength_map).__name__ if reference.strength_map else "off"
+            ),
+            "s_min": reference.s_min,
+            "luma_s_min": reference.luma_s_min,
+            "s_max": reference.s_max,
+            # seconds per image depend on the machine and on this (CPU) thread count
+            "torch_threads": torch.get_num_threads(),
+            "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        }
         if journal is not None:
-            run_journal.record(str(path), image_rows)
-        rows += image_rows
-    return rows, settings
+            run_journal = RunJournal.open(
+                journal, _journal_key(settings, files, methods, journal_key), resume
+            )
+            done = sum(str(f) in run_journal.done for f in files)
+            settings["resumed_images"] = done
+            if progress:
+                said = f"resuming {journal}: {done} of {len(files)} images already measured"
+                if not done:
+                    said = f"each image's rows go to {journal} as it finishes"
+                print(f"fastprotect: {said}", file=sys.stderr)
+        rows: list[dict] = []
+        saved: dict[str, int] = {}
+        for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
+            domain = _domain(path, roots)
+            saved[domain] = saved.get(domain, 0) + 1
+            keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
+            if journal is not None and str(path) in run_journal.done:
+                rows += run_journal.done[str(path)]
+                continue
+            args = (str(path), domain, methods, reference, enc, dec, lpips_fn)
+            if views:
+                x = read_rgb(path, max_side).float()[None].to(dev) / 255
+                image_rows = _view_rows(x, *args, views, fns, keep)
+            else:
+                x = centre_square(path, size).to(dev)
+                image_rows = _crop_rows(x, *args, transforms, fns, keep)
+            if journal is not None:
+                run_journal.record(str(path), image_rows)
+            rows += image_rows
+        return rows, settings
 
 
 def _crop_rows(
