@@ -193,6 +193,13 @@ def test_paired_comparison_pairs_by_image(tmp_path):
     same_path.write_text(json.dumps(same))
     bad = subprocess.run(cmd_same, capture_output=True, text=True)
     assert bad.returncode == 2 and "nothing to pair" in bad.stderr
+    # ... unless asked to pair across views: the same model at view 1024 against 512
+    out = subprocess.run(
+        [*cmd_same, "--b-view-as", "512"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "- a +1.00 dB (sd 0.00; higher on 2 of 2 images)" in out
+    bad = subprocess.run([*tool, "a", "b", "--b-view-as", "512"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "needs --b-from" in bad.stderr
     other["rows"] = other["rows"][:1]  # one image missing: an error, not a smaller mean
     other_path.write_text(json.dumps(other))
     bad = subprocess.run(cmd, capture_output=True, text=True)

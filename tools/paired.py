@@ -12,7 +12,13 @@ image-to-image spread, so a small but consistent difference shows.
 With ``--b-from``, method B is read from a second run's results.json (evaluation is
 deterministic), so a new model can be paired with a reference measured earlier without
 measuring the reference again. The pairs are the transforms and views that second run
-measured; each of them must hold every image of A.
+measured; each of them must hold every image of A. ``--b-view-as V`` pairs the same model
+at two views: B's rows (from a run of one view) count as rows of view V, A's view, so
+
+    python tools/paired.py runs/at512/results.json shipped shipped \
+        --b-from runs/at1024/results.json --b-view-as 512
+
+gives view 1024 minus view 512 per image (the unprotected column is A's, at 512).
 """
 
 from __future__ import annotations
@@ -34,7 +40,24 @@ def main() -> int:
         metavar="RESULTS",
         help="read method B from this results.json instead (same images, transforms, views)",
     )
+    ap.add_argument(
+        "--b-view-as",
+        type=int,
+        metavar="V",
+        help="with --b-from: B's run has one view; pair its rows with A's at view V",
+    )
     args = ap.parse_args()
+    if args.b_view_as is not None:
+        if not args.b_from:
+            print("paired: --b-view-as needs --b-from", file=sys.stderr)
+            return 2
+        b_views = {r["view"] for r in json.loads(Path(args.b_from).read_text())["rows"]}
+        if len(b_views) != 1:
+            print(
+                f"paired: {args.b_from} has views {sorted(b_views)}; --b-view-as needs one",
+                file=sys.stderr,
+            )
+            return 2
     doc = json.loads(Path(args.results).read_text())
     b_path = Path(args.b_from) if args.b_from else Path(args.results)
     doc_b = json.loads(b_path.read_text()) if args.b_from else doc
@@ -50,7 +73,12 @@ def main() -> int:
         b = f"{args.b} ({b_path})" if args.b == args.a else args.b
         rows = {k: r for k, r in rows.items() if k[0] != b}
         rows_b = {
-            (b, r["transform"], r["view"], r["image"]): r
+            (
+                b,
+                r["transform"],
+                r["view"] if args.b_view_as is None else args.b_view_as,
+                r["image"],
+            ): r
             for r in doc_b["rows"]
             if r["method"] == args.b
         }
