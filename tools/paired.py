@@ -47,20 +47,19 @@ def main() -> int:
         help="with --b-from: B's run has one view; pair its rows with A's at view V",
     )
     args = ap.parse_args()
-    if args.b_view_as is not None:
-        if not args.b_from:
-            print("paired: --b-view-as needs --b-from", file=sys.stderr)
-            return 2
-        b_views = {r["view"] for r in json.loads(Path(args.b_from).read_text())["rows"]}
-        if len(b_views) != 1:
-            print(
-                f"paired: {args.b_from} has views {sorted(b_views)}; --b-view-as needs one",
-                file=sys.stderr,
-            )
-            return 2
+    if args.b_view_as is not None and not args.b_from:
+        print("paired: --b-view-as needs --b-from", file=sys.stderr)
+        return 2
     doc = json.loads(Path(args.results).read_text())
     b_path = Path(args.b_from) if args.b_from else Path(args.results)
     doc_b = json.loads(b_path.read_text()) if args.b_from else doc
+    b_views = {r["view"] for r in doc_b["rows"]}
+    if args.b_view_as is not None and len(b_views) != 1:
+        print(
+            f"paired: {args.b_from} has views {sorted(b_views)}; --b-view-as needs one",
+            file=sys.stderr,
+        )
+        return 2
     for m, d, path in ((args.a, doc, args.results), (args.b, doc_b, b_path)):
         if m not in d["settings"]["methods"]:
             have = d["settings"]["methods"]

@@ -469,11 +469,14 @@ def evaluate(
             "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         }
+        run_journal = None
+        measured: dict[str, list[dict]] = {}  # rows of the images an earlier run measured
         if journal is not None:
             run_journal = RunJournal.open(
                 journal, _journal_key(settings, files, methods, journal_key), resume
             )
-            done = sum(str(f) in run_journal.done for f in files)
+            measured = run_journal.done
+            done = sum(str(f) in measured for f in files)
             settings["resumed_images"] = done
             if progress:
                 said = f"resuming {journal}: {done} of {len(files)} images already measured"
@@ -486,8 +489,8 @@ def evaluate(
             domain = _domain(path, roots)
             saved[domain] = saved.get(domain, 0) + 1
             keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
-            if journal is not None and str(path) in run_journal.done:
-                rows += run_journal.done[str(path)]
+            if str(path) in measured:
+                rows += measured[str(path)]
                 continue
             args = (str(path), domain, methods, reference, enc, dec, lpips_fn)
             if views:
@@ -495,8 +498,8 @@ def evaluate(
                 image_rows = _view_rows(x, *args, views, fns, keep)
             else:
                 x = centre_square(path, size).to(dev)
-                image_rows = _crop_rows(x, *args, transforms, fns, keep)
-            if journal is not None:
+                image_rows = _crop_rows(x, *args, fns, keep)
+            if run_journal is not None:
                 run_journal.record(str(path), image_rows)
             rows += image_rows
         return rows, settings
@@ -511,16 +514,16 @@ def _crop_rows(
     enc: Encoder,
     dec: Callable[[Tensor], Tensor] | None,
     lpips_fn,
-    transforms: Sequence[str],
     fns: dict[str, Callable[[Tensor], Tensor]],
     keep: Path | None,
 ) -> list[dict]:
-    """Crop mode for one square image ``1xCxSxS``: one row per method and transform."""
+    """Crop mode for one square image ``1xCxSxS``: one row per method and transform (the
+    keys of ``fns``, in order)."""
     rows = []
     z = enc.latent(x)
     rec_clean = reconstruction_psnr(x, z, dec) if dec else None
     refs = {}  # transforms that move the content: the same transform of the clean image
-    for tname in transforms:
+    for tname in fns:
         if tname in GEOMETRIC:
             xr = fns[tname](x)
             zr = enc.latent(xr)
@@ -542,7 +545,7 @@ def _crop_rows(
         if keep and dec:
             _save_png(x_hat, keep / f"{method.name}.png")
             _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
-        for tname in transforms:
+        for tname in fns:
             xr, zr, rec_r = refs.get(tname, (x, z, rec_clean))
             x_t = match_size(fns[tname](x_hat), xr)
             z_t = enc.latent(x_t)
