@@ -358,6 +358,34 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(model, tmp_path, cap
     journal = out / "partial.jsonl"
     assert len(journal.read_text().splitlines()) == 1 + 2  # the key, then two images
     assert not (out / "results.json").exists()
+
+    # what it measured so far can be read as results while it is stopped
+    so_far = tmp_path / "so_far"
+    tool = [sys.executable, str(REPO / "tools" / "journal_results.py"), str(journal)]
+    done = subprocess.run([*tool, "--out", str(so_far)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "2 of 3 images measured so far" in done.stdout
+    partial = json.loads((so_far / "results.json").read_text())
+    assert partial["settings"]["partial"]["measured"] == 2
+    assert partial["settings"]["partial"]["of"] == 3
+    assert partial["settings"]["images"] == 2
+    assert [r["image"] for r in partial["rows"]] == [r["image"] for r in whole["rows"][: len(
+        partial["rows"])]]  # fmt: skip
+    first_two = {r["image"] for r in partial["rows"]}
+    assert len(first_two) == 2 and first_two == set(measured)
+    clean_sign = [
+        r["disruption_db"]
+        for r in partial["rows"]
+        if (r["method"], r["transform"]) == ("sign", "clean")
+    ]
+    assert clean_sign == [
+        r["disruption_db"]
+        for r in whole["rows"]
+        if r["image"] in first_two and (r["method"], r["transform"]) == ("sign", "clean")
+    ]
+    assert journal.exists()  # only read
+    again = subprocess.run([*tool, "--out", str(so_far)], capture_output=True, text=True)
+    assert again.returncode == 2 and "exists; choose another --out" in again.stderr
     monkeypatch.setattr(run, "_crop_rows", crop_rows)
     capsys.readouterr()
 

@@ -31,6 +31,36 @@ def _normalise(key: Mapping) -> dict:
     return json.loads(json.dumps(dict(key), default=str, sort_keys=True))
 
 
+def _entries(path: Path) -> list[dict]:
+    """The journal's lines, parsed and checked (a cut-short last line dropped)."""
+    lines = path.read_text().splitlines()
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # only the last line can be cut short by a kill
+                raise JournalError(
+                    f"{path} line {i + 1} is not JSON: the file is damaged; delete it to start over"
+                ) from None
+    start_over = f"delete {path} to start over"
+    if not entries or not isinstance(entries[0], dict) or "key" not in entries[0]:
+        raise JournalError(f"{path} is not an evaluation journal; {start_over}")
+    if not all(isinstance(e, dict) and {"image", "rows"} <= e.keys() for e in entries[1:]):
+        raise JournalError(f"{path} has lines that are not an image's rows; {start_over}")
+    return entries
+
+
+def read_journal(path: str | os.PathLike) -> tuple[dict, dict[str, list[dict]]]:
+    """The key and the rows per image of the journal at ``path``, without opening it for
+    writing: what a run measured so far, while it runs or after it was stopped."""
+    path = Path(path)
+    if not path.exists():
+        raise JournalError(f"{path} does not exist")
+    entries = _entries(path)
+    return entries[0]["key"], {e["image"]: e["rows"] for e in entries[1:]}
+
+
 class RunJournal:
     """Rows of finished images, appended and flushed to ``path`` one image at a time."""
 
@@ -54,23 +84,9 @@ class RunJournal:
             with atomic_output(path, overwrite=False) as tmp:
                 tmp.write_text(json.dumps({"key": key}) + "\n")
             return cls(path, key, {})
-        lines = path.read_text().splitlines()
-        entries = []
-        for i, line in enumerate(lines):
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i < len(lines) - 1:  # only the last line can be cut short by a kill
-                    raise JournalError(
-                        f"{path} line {i + 1} is not JSON: the file is damaged; delete it to "
-                        "start over"
-                    ) from None
-        start_over = f"delete {path} to start over"
-        if not entries or not isinstance(entries[0], dict) or "key" not in entries[0]:
-            raise JournalError(f"{path} is not an evaluation journal; {start_over}")
-        if not all(isinstance(e, dict) and {"image", "rows"} <= e.keys() for e in entries[1:]):
-            raise JournalError(f"{path} has lines that are not an image's rows; {start_over}")
+        entries = _entries(path)
         done = {e["image"]: e["rows"] for e in entries[1:]}
+        start_over = f"delete {path} to start over"
         if not resume:
             raise JournalError(
                 f"{path} holds the rows of an interrupted run ({len(done)} images measured); "
