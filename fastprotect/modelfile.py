@@ -198,6 +198,11 @@ def summary(path: str | os.PathLike) -> str:
             f", luma part s_min {doc['inference']['luma_s_min']}"
             if "luma_s_min" in doc.get("inference", {})
             else ""
+        )
+        + (
+            f", the JND map sees colour (weight {doc['inference']['colour_weight']:g})"
+            if doc.get("inference", {}).get("colour_weight")
+            else ""
         ),
     ]
     for key, value in doc.get("recipe", {}).items():

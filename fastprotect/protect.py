@@ -90,7 +90,9 @@ def configure(
             luma_s_min = min(float(own["luma_s_min"]), s_max)
     if strength == "off":
         return Protector(encoder, mop, None, s_min, s_max, luma_s_min), "off"
-    module, name = build_strength_map(strength)
+    # the JND map sees colour as much as the model says (inference.colour_weight; a
+    # colour-only model's strength map must see colour to lower anything)
+    module, name = build_strength_map(strength, float(own.get("colour_weight", 0.0)))
     return Protector(encoder, mop, module, s_min, s_max, luma_s_min), name
 
 

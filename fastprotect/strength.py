@@ -7,7 +7,11 @@ cache or ``$FASTPROTECT_WEIGHTS_DIR/torchvision/`` (never downloaded at run time
 ``JNDMap``: weights-free. A just-noticeable-difference threshold per pixel from luminance
 masking (Chou & Li 1995: the eye tolerates larger changes on dark and bright backgrounds)
 and texture masking (larger changes hide in high local gradient), as Impasto used; the
-map is the luma difference in JND units, blurred, clamped to ``[0, 1]``.
+map is the luma difference in JND units, blurred, clamped to ``[0, 1]``. With a
+``colour_weight`` above 0 it also sees colour: the difference is
+``sqrt(dY^2 + colour_weight * |dC|^2)``, ``dC`` the colour part of the change (the change
+minus its luma, per channel). A map that measures luma only is blind to a colour-only
+(isoluminant) perturbation and lowers its strength nowhere.
 
 Both are ``nn.Module``\\ s taking ``Bx3xHxW`` images in ``[0, 1]`` and returning ``Bx1xHxW``.
 """
@@ -52,11 +56,19 @@ class JNDMap(nn.Module):
 
     Args:
         texture_weight: how much local gradient (0-255 scale) raises the threshold.
+        colour_weight: how much a colour change counts beside a luma change: a colour
+            change of ``c`` levels (the length of its per-channel colour part) counts as a
+            luma change of ``sqrt(colour_weight) * c``. 0 (the default): luma only, the
+            map of the first models. The eye resolves fine colour detail far worse than
+            fine luma detail, so a small weight is what fine colour grain warrants.
     """
 
-    def __init__(self, texture_weight: float = 0.12) -> None:
+    def __init__(self, texture_weight: float = 0.12, colour_weight: float = 0.0) -> None:
         super().__init__()
+        if colour_weight < 0:
+            raise ValueError(f"colour_weight must be at least 0, got {colour_weight}")
         self.texture_weight = texture_weight
+        self.colour_weight = float(colour_weight)
 
     def threshold(self, x: Tensor) -> Tensor:
         """Per-pixel JND on the 0-255 luma scale, ``Bx1xHxW``."""
@@ -76,7 +88,13 @@ class JNDMap(nn.Module):
 
     def forward(self, x: Tensor, x_hat: Tensor) -> Tensor:
         y = _luma(x).mul_(255)
-        diff = _luma(x_hat).mul_(255).sub_(y).abs_()
+        if self.colour_weight > 0:
+            d = (x_hat - x).mul_(255)
+            dy = _luma(d)
+            colour = (d - dy).pow_(2).sum(1, keepdim=True)
+            diff = dy.pow_(2).add_(colour.mul_(self.colour_weight)).sqrt_()
+        else:  # luma only
+            diff = _luma(x_hat).mul_(255).sub_(y).abs_()
         return _box(diff.div_(self._threshold(y)), 5).clamp_(0, 1)
 
 
@@ -143,9 +161,10 @@ def importable(module: str) -> bool:
         return False
 
 
-def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
+def build_strength_map(kind: str = "auto", colour_weight: float = 0.0) -> tuple[nn.Module, str]:
     """The visibility map to use: ``lpips``, ``jnd``, or ``auto`` (LPIPS when its backbone
-    weights are present, else JND, announced once as a warning).
+    weights are present, else JND, announced once as a warning). ``colour_weight`` is the
+    JND map's (:class:`JNDMap`); LPIPS sees colour of its own.
 
     Returns:
         The module and its name.
@@ -153,7 +172,7 @@ def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
     if kind not in ("auto", "lpips", "jnd"):
         raise ValueError(f"strength map must be auto, lpips or jnd, got {kind!r}")
     if kind == "jnd":
-        return JNDMap(), "jnd"
+        return JNDMap(colour_weight=colour_weight), "jnd"
     missing = [m for m in ("lpips", "torchvision") if not importable(m)]
     if missing:
         why = (
@@ -167,7 +186,7 @@ def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
             StrengthMapFallback,
             stacklevel=2,
         )
-        return JNDMap(), "jnd"
+        return JNDMap(colour_weight=colour_weight), "jnd"
     path = find_alexnet()
     if path is not None:
         return LPIPSMap(path), "lpips"
@@ -182,4 +201,4 @@ def build_strength_map(kind: str = "auto") -> tuple[nn.Module, str]:
         StrengthMapFallback,
         stacklevel=2,
     )
-    return JNDMap(), "jnd"
+    return JNDMap(colour_weight=colour_weight), "jnd"

@@ -139,6 +139,47 @@ def test_a_models_own_luma_floor_reaches_the_protector(tmp_path, capsys):
     assert "s_min must be between 0 and 1" in capsys.readouterr().err
 
 
+def test_a_models_own_colour_weight_reaches_its_strength_map(tmp_path, capsys):
+    from fastprotect.protect import load_protector
+
+    _, ckpt = _checkpoint(tmp_path, isoluminant=True)
+    full = tmp_path / "full.safetensors"
+    model_variant.main(["from-checkpoint", str(ckpt), str(full), "--encoder", "tiny-random"])
+    assert load_protector(full, "jnd")[0].strength_map.colour_weight == 0.0
+    seen = tmp_path / "seen.safetensors"
+    args = ["inference", str(full), str(seen), "--colour-weight", "1", "--s-min", "0.5"]
+    assert model_variant.main(args) == 0
+    assert read_header(seen)["inference"] == {"s_min": 0.5, "colour_weight": 1.0}
+    assert "the JND map sees colour (weight 1)" in summary(seen)
+    assert "sees colour" not in summary(full)
+    p = load_protector(seen, "jnd")[0]
+    assert p.strength_map.colour_weight == 1.0 and p.s_min == 0.5
+    # an s_min asked for changes the floor, not what the map sees
+    assert load_protector(seen, "jnd", s_min=0.9)[0].strength_map.colour_weight == 1.0
+    assert load_protector(seen, "off")[0].strength_map is None
+    # the colour-only perturbation on a flat colour image: the luma map lowers nothing,
+    # the map that sees colour (at full weight, for this tiny model's faint perturbation)
+    # brings it toward s_min
+    x = torch.tensor([0.8, 0.6, 0.55]).view(1, 3, 1, 1).expand(1, 3, 64, 64).contiguous()
+    with torch.no_grad():
+        blind = (load_protector(full, "jnd", s_min=0.5)[0](x) - x).abs().mean()
+        seeing = (p(x) - x).abs().mean()
+    assert seeing < 0.8 * blind, (seeing, blind)
+    # the exported graph is the same module, map included
+    from fastprotect.export import export_protector, load_exported
+
+    export_protector(p, tmp_path / "seen.pt")
+    with torch.no_grad():
+        exported = load_exported(tmp_path / "seen.pt")(x)
+        assert (exported - p(x)).abs().max() <= 1 / 255
+    back = tmp_path / "back.safetensors"
+    assert model_variant.main(["inference", str(seen), str(back), "--colour-weight", "0"]) == 0
+    assert read_header(back)["inference"] == {"s_min": 0.5}
+    bad = ["inference", str(full), str(tmp_path / "x"), "--colour-weight", "3"]
+    assert model_variant.main(bad) == 2
+    assert "colour_weight must be between 0 and 1" in capsys.readouterr().err
+
+
 def test_a_run_trained_with_a_luma_floor_keeps_it_in_its_model_file(tmp_path):
     _, ckpt = _checkpoint(tmp_path, isoluminant=True, luma_eta=4 / 255, luma_s_min=0.0)
     out = tmp_path / "m.safetensors"

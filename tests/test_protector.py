@@ -128,6 +128,29 @@ def test_jnd_threshold_is_higher_on_dark_and_textured_backgrounds():
     assert dark > mid and textured > mid
 
 
+def test_a_colour_weight_lets_the_jnd_map_see_a_colour_change():
+    """A colour-only change (zero luma) is invisible to the luma map and seen with a colour
+    weight, as a luma change of sqrt(weight) times its colour length; a luma-only change
+    is measured the same either way."""
+    from fastprotect.filters import luma
+
+    x = torch.full((1, 3, 24, 24), 0.5)  # flat mid-grey
+    colour = torch.tensor([2.0, -1.0, 0.0]).view(1, 3, 1, 1) / 255
+    colour = colour - luma(colour)  # luma exactly 0
+    length = float(colour.mul(255).pow(2).sum().sqrt())
+    assert float(JNDMap()(x, x + colour).max()) == pytest.approx(0.0, abs=1e-5)
+    for w in (0.05, 0.2):
+        m = JNDMap(colour_weight=w)(x, x + colour)
+        # in JND units at mid-grey (threshold about 3 levels)
+        expected = min(1.0, w**0.5 * length / float(JNDMap().threshold(x).mean()))
+        torch.testing.assert_close(m, torch.full_like(m, expected), atol=1e-4, rtol=1e-4)
+    grey = torch.full((1, 3, 1, 1), 2 / 255)  # luma only
+    torch.testing.assert_close(JNDMap(colour_weight=0.2)(x, x + grey), JNDMap()(x, x + grey))
+    with pytest.raises(ValueError, match="colour_weight"):
+        JNDMap(colour_weight=-1)
+    assert build_strength_map("jnd", colour_weight=0.05)[0].colour_weight == 0.05
+
+
 def test_auto_strength_map_falls_back_to_jnd_with_one_warning(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.delenv("FASTPROTECT_WEIGHTS_DIR", raising=False)

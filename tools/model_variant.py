@@ -20,12 +20,14 @@ the budget). Used to find which part of a pattern the eye sees (docs/evaluation.
 clipped to its own bound, so a lower one is the trained part clipped harder, never an
 untrained one. ``inference`` sets the model's own inference defaults: ``--s-min``, and
 ``--luma-s-min``, the strength floor of the luma part alone (``Protector.luma_s_min``;
-``none`` removes it). ``view`` keeps a view model's canvases but defines them at another
-view size: on an image whose shorter side is S the canvas is enlarged S / view times in
-the published file, and an attacker at the trained view sees it scaled by trained view /
-new view (how a finer published pattern would fare, without retraining). ``publish-cap`` sets a
-view model's ``publish_cap`` (``MoPConfig``: the canvas enlarged at most that many times in
-the file; 0 removes it). None overwrites an existing file.
+``none`` removes it), and ``--colour-weight``, how much the JND strength map counts a
+colour change (``JNDMap.colour_weight``; 0 removes it). ``view`` keeps a view model's
+canvases but defines them at another view size: on an image whose shorter side is S the
+canvas is enlarged S / view times in the published file, and an attacker at the trained
+view sees it scaled by trained view / new view (how a finer published pattern would fare,
+without retraining). ``publish-cap`` sets a view model's ``publish_cap`` (``MoPConfig``:
+the canvas enlarged at most that many times in the file; 0 removes it). None overwrites
+an existing file.
 """
 
 from __future__ import annotations
@@ -106,7 +108,13 @@ def _floor(text: str) -> str:
     return text
 
 
-def set_inference(model: Path, out: Path, s_min: float | None, luma_s_min: str | None) -> Path:
+def set_inference(
+    model: Path,
+    out: Path,
+    s_min: float | None,
+    luma_s_min: str | None,
+    colour_weight: float | None = None,
+) -> Path:
     mop, doc = load_model(model)
     own = dict(doc.get("inference") or {})
     if s_min is not None:
@@ -115,6 +123,10 @@ def set_inference(model: Path, out: Path, s_min: float | None, luma_s_min: str |
         own.pop("luma_s_min", None)
     elif luma_s_min is not None:
         own["luma_s_min"] = float(luma_s_min)
+    if colour_weight == 0:
+        own.pop("colour_weight", None)  # the JND map's own default: luma only
+    elif colour_weight is not None:
+        own["colour_weight"] = colour_weight
     for key, value in own.items():
         if not 0 <= value <= 1:
             raise ValueError(f"{key} must be between 0 and 1, got {value}")
@@ -163,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         type=_floor,
         help="strength floor of the luma part alone (a number, or none)",
     )
+    i.add_argument(
+        "--colour-weight",
+        type=float,
+        help="how much the JND strength map counts a colour change beside a luma change "
+        "(0: luma only, the map's default)",
+    )
     v = sub.add_parser("view", help="define a view model's canvases at another view size")
     v.add_argument("model", type=Path)
     v.add_argument("view", type=int, help="the new view size (shorter side, px)")
@@ -188,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "publish-cap":
                 path = set_publish_cap(args.model, args.cap, args.out)
             else:
-                path = set_inference(args.model, args.out, args.s_min, args.luma_s_min)
+                path = set_inference(
+                    args.model, args.out, args.s_min, args.luma_s_min, args.colour_weight
+                )
         except ValueError as err:
             print(f"model_variant: {err}", file=sys.stderr)
             return 2
