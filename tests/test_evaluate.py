@@ -478,3 +478,38 @@ def test_the_journal_drops_a_cut_line_and_refuses_what_it_cannot_continue(tmp_pa
     path.write_text(path.read_text() + '["not an image"]\n')
     with pytest.raises(JournalError, match="start over"):
         RunJournal.open(path, key, resume=True)
+
+
+def test_partial_results_find_images_journalled_under_relative_names(tmp_path, monkeypatch):
+    """evaluate journals each image under the path it was given (often relative, as
+    ``../shared/data/...``) while the key holds absolute paths; the reader of a partial
+    run pairs them in the run's order, from any working directory."""
+    import importlib.util
+
+    from fastprotect.eval.journal import RunJournal
+
+    spec = importlib.util.spec_from_file_location(
+        "journal_results", REPO / "tools" / "journal_results.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    data = tmp_path / "shared" / "data"
+    files = [str(data / "faces" / "b.png"), str(data / "cartoon" / "a.png")]
+    key = {"files": files, "transforms": ["clean"], "views": [512], "images": 2}
+    run_dir = tmp_path / "work"
+    run_dir.mkdir()
+    monkeypatch.chdir(run_dir)
+    journal = RunJournal.open(tmp_path / "partial.jsonl", key, resume=False)
+    journal.record("../shared/data/cartoon/a.png", [{"image": "a", "disruption_db": 1.0}])
+    for cwd in (run_dir, tmp_path):  # where the run ran, and elsewhere
+        monkeypatch.chdir(cwd)
+        rows, settings = tool.partial_results(tmp_path / "partial.jsonl")
+        assert rows == [{"image": "a", "disruption_db": 1.0}]
+        assert settings["partial"]["measured"] == 1 and settings["partial"]["of"] == 2
+        assert settings["partial"]["images"] == ["../shared/data/cartoon/a.png"]
+    journal.record("../shared/data/faces/b.png", [{"image": "b", "disruption_db": 2.0}])
+    rows, _ = tool.partial_results(tmp_path / "partial.jsonl")
+    assert [r["image"] for r in rows] == ["b", "a"]  # the run's order, not the journal's
+    journal.record("elsewhere/c.png", [{"image": "c", "disruption_db": 3.0}])
+    with pytest.raises(tool.EvaluationError, match="1 of its journalled images are not among"):
+        tool.partial_results(tmp_path / "partial.jsonl")

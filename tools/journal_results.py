@@ -26,21 +26,51 @@ from fastprotect.eval.run import EvaluationError, summarise, table, write_result
 _KEY_ONLY = ("files", "models", "versions", "method_specs", "eta", "pgd_step_size")
 
 
+def _tail(name: str) -> str:
+    """A path without its leading ``..`` and ``.`` parts: ``../data/a.png`` -> ``/data/a.png``."""
+    parts = [p for p in Path(name).parts if p not in ("..", ".")]
+    return "/" + "/".join(parts).lstrip("/")
+
+
+def _image_names(files: list[str], done: dict[str, list[dict]]) -> dict[str, str]:
+    """For each of the run's images (absolute paths, as the key holds them) the name its
+    rows are journalled under: the path as the run was given it, often relative to a
+    working directory the journal does not record."""
+    names = {}
+    resolved = {str(Path(d).resolve()): d for d in done}
+    for f in files:
+        if f in done:
+            names[f] = f
+        elif f in resolved:
+            names[f] = resolved[f]
+        else:
+            ends = [d for d in done if f.endswith(_tail(d))]
+            if len(ends) == 1:
+                names[f] = ends[0]
+    return names
+
+
 def partial_results(journal: Path) -> tuple[list[dict], dict]:
     """The rows measured so far, in the run's image order, and their settings."""
     key, done = read_journal(journal)
     files = key.get("files", [])
-    measured = [f for f in files if f in done]
+    names = _image_names(files, done)
+    measured = [f for f in files if f in names]
+    if len(measured) < len(done):
+        raise EvaluationError(
+            f"{journal}: {len(done) - len(measured)} of its journalled images are not among "
+            "the run's images"
+        )
     if not measured:
         raise EvaluationError(f"{journal} holds no measured image yet")
-    rows = [r for f in measured for r in done[f]]
+    rows = [r for f in measured for r in done[names[f]]]
     settings = {k: v for k, v in key.items() if k not in _KEY_ONLY}
     settings["images"] = len(measured)
     settings["partial"] = {
         "journal": str(journal),
         "measured": len(measured),
         "of": len(files),
-        "images": measured,
+        "images": [names[f] for f in measured],
         **{k: key[k] for k in _KEY_ONLY if k in key and k != "files"},
     }
     return rows, settings
