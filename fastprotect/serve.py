@@ -110,7 +110,9 @@ INTENSITIES = {
         ),
         Intensity(
             "default",
-            "the shipped setting: the full budget in texture, less where it would show",
+            "the shipped setting: the strength map lowers the perturbation where it "
+            "measures it would show (the weights-free map measures luma, so for the "
+            "colour-only v2 it lowers little)",
             "(no options)",
         ),
         Intensity(
