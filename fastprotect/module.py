@@ -54,6 +54,10 @@ class MoPModule(L.LightningModule):
         strength_luma_s_min: with ``strength_s_min``: the luma part of each perturbation
             gets its own floor, as :class:`~fastprotect.protector.Protector`'s
             ``luma_s_min`` (``None``: the same ``s_min`` as the colour part).
+        strength_colour_weight: with ``strength_s_min``: how much the JND map counts a
+            colour change (:class:`~fastprotect.strength.JNDMap`; 0: luma only). Written
+            to the model file as its inference ``colour_weight``, so ``protect`` scales as
+            training did.
         publish_cap: a view model's canvas is enlarged at most this many times in the
             published file (0: no cap; :class:`~fastprotect.mop.MoPConfig`); the attacker's
             views of training follow it.
@@ -83,6 +87,7 @@ class MoPModule(L.LightningModule):
         luma_highpass: float = 0.0,
         strength_s_min: float | None = None,
         strength_luma_s_min: float | None = None,
+        strength_colour_weight: float = 0.0,
         publish_cap: float = 0.0,
         model_file: str | None = None,
     ) -> None:
@@ -100,6 +105,13 @@ class MoPModule(L.LightningModule):
             raise ValueError(
                 "strength_luma_s_min must be in [0, 1] and needs strength_s_min, got "
                 f"{strength_luma_s_min} (strength_s_min {strength_s_min})"
+            )
+        if strength_colour_weight and (
+            strength_s_min is None or not 0 < strength_colour_weight <= 1
+        ):
+            raise ValueError(
+                "strength_colour_weight must be in [0, 1] and needs strength_s_min, got "
+                f"{strength_colour_weight} (strength_s_min {strength_s_min})"
             )
         if routing not in ("entropy", "all"):
             raise ValueError(f"routing must be 'entropy' or 'all', got {routing!r}")
@@ -134,9 +146,12 @@ class MoPModule(L.LightningModule):
         self.views = (views or AttackerViews()) if view else None
         if self.views is not None:
             self.views.publish_cap = publish_cap
-        self.strength_map = JNDMap() if strength_s_min is not None else None
+        self.strength_map = (
+            JNDMap(colour_weight=strength_colour_weight) if strength_s_min is not None else None
+        )
         self.strength_s_min = strength_s_min
         self.strength_luma_s_min = strength_luma_s_min
+        self.strength_colour_weight = float(strength_colour_weight)
         self.lr = lr
         self.routing = routing
         self.model_file = model_file
@@ -290,6 +305,7 @@ class MoPModule(L.LightningModule):
             "views": self.views.describe() if self.views is not None else None,
             "strength_s_min": self.strength_s_min,
             "strength_luma_s_min": self.strength_luma_s_min,
+            "strength_colour_weight": self.strength_colour_weight,
             "steps": int(self.global_step),
             "fit_seconds": round(time.perf_counter() - self._fit_started, 1)
             if self._fit_started
@@ -315,6 +331,8 @@ class MoPModule(L.LightningModule):
         inference = {"s_min": self.strength_s_min} if self.strength_s_min is not None else None
         if self.strength_luma_s_min is not None:
             inference["luma_s_min"] = self.strength_luma_s_min
+        if self.strength_colour_weight:
+            inference["colour_weight"] = self.strength_colour_weight
         self.written_model = save_model(
             self.mop, path, self.encoder.identity(), self.recipe(), inference=inference
         )

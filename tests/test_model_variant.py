@@ -25,6 +25,7 @@ def _checkpoint(
     luma_eta: float = 0.0,
     luma_highpass: float = 0.0,
     luma_s_min: float | None = None,
+    colour_weight: float = 0.0,
 ):
     m = MoPModule(
         build_encoder("tiny-random"),
@@ -37,6 +38,7 @@ def _checkpoint(
         luma_highpass=luma_highpass,
         strength_s_min=0.75,
         strength_luma_s_min=luma_s_min,
+        strength_colour_weight=colour_weight,
     )
     with torch.no_grad():
         m.mop.global_delta.uniform_(-0.03, 0.03, generator=torch.Generator().manual_seed(0))
@@ -225,3 +227,21 @@ def test_a_publish_cap_is_set_on_a_view_model(tmp_path, capsys):
     assert read_header(capped)["format_version"] == 5
     assert model_variant.main(["publish-cap", str(full), "0.5", str(tmp_path / "x.st")]) == 2
     assert "publish_cap must be 0 (none) or at least 1" in capsys.readouterr().err
+
+
+def test_a_run_trained_through_the_colour_seeing_map_keeps_it_in_its_model_file(tmp_path):
+    import pytest
+
+    from fastprotect.protect import load_protector
+
+    m, ckpt = _checkpoint(tmp_path, isoluminant=True, colour_weight=0.05)
+    assert m.strength_map.colour_weight == 0.05  # training scales as protect will
+    assert m.recipe()["strength_colour_weight"] == 0.05
+    out = tmp_path / "m.safetensors"
+    args = ["from-checkpoint", str(ckpt), str(out), "--encoder", "tiny-random"]
+    assert model_variant.main(args) == 0
+    assert read_header(out)["inference"] == {"s_min": 0.75, "colour_weight": 0.05}
+    assert load_protector(out, "jnd")[0].strength_map.colour_weight == 0.05
+    with pytest.raises(ValueError, match="strength_colour_weight must be in"):
+        MoPModule(build_encoder("tiny-random"), targets=["noise"], groups=0,
+                  resolution=16, strength_colour_weight=0.05)  # fmt: skip

@@ -56,7 +56,11 @@ def from_checkpoint(ckpt: Path, out: Path, encoder: str) -> Path:
     mop.load_state_dict(
         {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     )
-    own = {"s_min": hp.get("strength_s_min"), "luma_s_min": hp.get("strength_luma_s_min")}
+    own = {
+        "s_min": hp.get("strength_s_min"),
+        "luma_s_min": hp.get("strength_luma_s_min"),
+        "colour_weight": hp.get("strength_colour_weight") or None,  # 0: the map's default
+    }
     own = {k: v for k, v in own.items() if v is not None}
     return save_model(
         mop,
