@@ -123,6 +123,26 @@ def test_checkpoint_has_no_encoder_and_resumes(tmp_path):
 
 
 @needs_data
+def test_a_resume_trains_with_the_configs_hyperparameters_and_names_each_change(tmp_path, capsys):
+    """LightningCLI on its own would take the checkpoint's values over the config's."""
+    from fastprotect.cli import main
+    from fastprotect.modelfile import read_header
+
+    first = tmp_path / "first"
+    args = ["--trainer.max_steps=2", "--trainer.enable_checkpointing=true"]
+    assert main(["fit", *tiny_args(first, *args, "--model.strength_s_min=0.75")]) == 0
+    (ckpt,) = list(first.rglob("*.ckpt"))
+    capsys.readouterr()
+    again = tmp_path / "again"
+    resumed = tiny_args(again, "--trainer.max_steps=3", "--model.strength_s_min=0.5")
+    assert main(["fit", *resumed, f"--ckpt_path={ckpt}"]) == 0
+    err = capsys.readouterr().err
+    assert "model.strength_s_min is 0.5 here, 0.75 in" in err
+    assert "model.lr" not in err  # unchanged: not named
+    assert read_header(again / "model.safetensors")["inference"]["s_min"] == 0.5
+
+
+@needs_data
 def test_model_file_is_never_overwritten_and_assignment_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTPROTECT_CACHE_DIR", str(tmp_path / "cache"))
     fit_tiny(tmp_path, "--trainer.max_steps=2")
