@@ -331,36 +331,9 @@ def quiet_lightning() -> None:
 def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
     """The project's LightningCLI (``run=False`` parses a config into model, data, trainer)."""
     # Imported here: protecting images should not pay for Lightning.
-    from pathlib import Path
-
-    from lightning.pytorch.cli import LightningCLI
-
     from .data import MoPDataModule
+    from .fitcli import ProjectCLI
     from .module import MoPModule
-
-    class ProjectCLI(LightningCLI):
-        def _parse_ckpt_path(self) -> None:
-            """LightningCLI parses a checkpoint's hyperparameters over the config, so a
-            resume whose config changes one (a strength floor, the learning rate) would
-            silently train with the checkpoint's value. Here the config wins (the mixture's
-            shape must still match the checkpoint's, or loading it fails), and each
-            hyperparameter it changes is named."""
-            sub = self.config.get("subcommand")
-            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if not ckpt_path or not Path(ckpt_path).is_file():
-                return
-            import torch
-
-            ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-            model = self.config[sub].get("model")
-            for key, old in sorted(ckpt.get("hyper_parameters", {}).items()):
-                new = model.get(key) if not key.startswith("_") and key in model else old
-                if isinstance(new, (bool, int, float, str, list, type(None))) and new != old:
-                    print(
-                        f"fastprotect: note: model.{key} is {new!r} here, {old!r} in "
-                        f"{ckpt_path}; training goes on with {new!r}",
-                        file=sys.stderr,
-                    )
 
     # The frozen encoder stays in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
