@@ -369,6 +369,7 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(model, tmp_path, cap
     assert partial["settings"]["partial"]["measured"] == 2
     assert partial["settings"]["partial"]["of"] == 3
     assert partial["settings"]["images"] == 2
+    assert "2 of the 3 images of an unfinished evaluate run" in partial["settings"]["command"]
     assert [r["image"] for r in partial["rows"]] == [r["image"] for r in whole["rows"][: len(
         partial["rows"])]]  # fmt: skip
     first_two = {r["image"] for r in partial["rows"]}

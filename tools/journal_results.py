@@ -66,6 +66,11 @@ def partial_results(journal: Path) -> tuple[list[dict], dict]:
     rows = [r for f in measured for r in done[names[f]]]
     settings = {k: v for k, v in key.items() if k not in _KEY_ONLY}
     settings["images"] = len(measured)
+    # the journal does not keep the command line; the tools that print it say this instead
+    settings["command"] = (
+        f"python tools/journal_results.py {journal} ({len(measured)} of the {len(files)} "
+        "images of an unfinished evaluate run)"
+    )
     settings["partial"] = {
         "journal": str(journal),
         "measured": len(measured),
