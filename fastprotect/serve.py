@@ -110,9 +110,8 @@ INTENSITIES = {
         ),
         Intensity(
             "default",
-            "the shipped setting: the strength map lowers the perturbation where it "
-            "measures it would show (the weights-free map measures luma, so for the "
-            "colour-only v2 it lowers little)",
+            "the model's own setting: the strength map lowers the perturbation where it "
+            "measures it would show",
             "(no options)",
         ),
         Intensity(

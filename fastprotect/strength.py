@@ -89,12 +89,14 @@ class JNDMap(nn.Module):
     def forward(self, x: Tensor, x_hat: Tensor) -> Tensor:
         y = _luma(x).mul_(255)
         if self.colour_weight > 0:
+            # out of place where autograd needs the inputs (the callers use no gradient;
+            # at a zero change the square root has none)
             d = (x_hat - x).mul_(255)
             dy = _luma(d)
-            colour = (d - dy).pow_(2).sum(1, keepdim=True)
-            diff = dy.pow_(2).add_(colour.mul_(self.colour_weight)).sqrt_()
-        else:  # luma only
-            diff = _luma(x_hat).mul_(255).sub_(y).abs_()
+            colour = d.sub_(dy).square().sum(1, keepdim=True)
+            diff = (dy.square() + self.colour_weight * colour).sqrt()
+            return _box(diff / self._threshold(y), 5).clamp(0, 1)
+        diff = _luma(x_hat).mul_(255).sub_(y).abs_()  # luma only
         return _box(diff.div_(self._threshold(y)), 5).clamp_(0, 1)
 
 

@@ -487,7 +487,7 @@ def test_partial_results_find_images_journalled_under_relative_names(tmp_path, m
     run pairs them in the run's order, from any working directory."""
     import importlib.util
 
-    from fastprotect.eval.journal import RunJournal
+    from fastprotect.eval.journal import JournalError, RunJournal
 
     spec = importlib.util.spec_from_file_location(
         "journal_results", REPO / "tools" / "journal_results.py"
@@ -514,3 +514,23 @@ def test_partial_results_find_images_journalled_under_relative_names(tmp_path, m
     journal.record("elsewhere/c.png", [{"image": "c", "disruption_db": 3.0}])
     with pytest.raises(tool.EvaluationError, match="1 of its journalled images are not among"):
         tool.partial_results(tmp_path / "partial.jsonl")
+
+    # one journalled name that two of the run's images end with is refused, not guessed
+    files = [str(tmp_path / "p" / "q" / "a.png"), str(tmp_path / "r" / "q" / "a.png")]
+    twice = RunJournal.open(tmp_path / "twice.jsonl", {**key, "files": files}, resume=False)
+    twice.record("q/a.png", [{"image": "a"}])
+    monkeypatch.chdir(run_dir)  # q/a.png resolves to neither
+    with pytest.raises(tool.EvaluationError, match="could be any of"):
+        tool.partial_results(tmp_path / "twice.jsonl")
+    assert tool._tail("x/../../data/./a.png") == "/data/a.png"
+
+    # a file that is not a journal: no advice to delete it
+    (tmp_path / "results.json").write_text('{"settings": {}}\n{"rows": []}\n')
+    with pytest.raises(JournalError, match="not an evaluation journal; name an OUT/partial"):
+        tool.partial_results(tmp_path / "results.json")
+    # the run's own folder is refused as --out: its results.json would stop the run
+    monkeypatch.setattr(
+        sys, "argv", ["journal_results", str(tmp_path / "partial.jsonl"), "--out", str(tmp_path)]
+    )
+    assert tool.main() == 2
+    assert not (tmp_path / "results.csv").exists()

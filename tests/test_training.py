@@ -122,6 +122,27 @@ def test_checkpoint_has_no_encoder_and_resumes(tmp_path):
     assert torch.equal(loaded.mop.centroids, m.mop.centroids)
 
 
+def test_resume_notes_name_each_changed_or_unknown_hyperparameter(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from fastprotect.fitcli import ProjectCLI
+
+    ckpt = tmp_path / "x.ckpt"
+    old = {"_instantiator": "x", "lr": 0.005, "strength_s_min": 0.75, "targets": ["noise"],
+           "entropy_range": (0.0, 4.0), "renamed_away": 3}  # fmt: skip
+    torch.save({"hyper_parameters": old}, ckpt)
+    model = {"lr": 0.005, "strength_s_min": 0.5, "targets": ["noise"], "entropy_range": [0.0, 4.0]}
+    cli = SimpleNamespace(
+        config={"subcommand": "fit", "fit": {"ckpt_path": str(ckpt), "model": model}}
+    )
+    ProjectCLI._parse_ckpt_path(cli)
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 2, notes  # unchanged values, tuples read back as lists: no note
+    assert "model.renamed_away = 3, which this version does not take" in notes[0]
+    assert "model.strength_s_min is 0.5 here, 0.75 in" in notes[1]
+    assert cli.config["fit"]["model"]["strength_s_min"] == 0.5  # the config's value stands
+
+
 @needs_data
 def test_a_resume_trains_with_the_configs_hyperparameters_and_names_each_change(tmp_path, capsys):
     """LightningCLI on its own would take the checkpoint's values over the config's."""
@@ -138,7 +159,8 @@ def test_a_resume_trains_with_the_configs_hyperparameters_and_names_each_change(
     assert main(["fit", *resumed, f"--ckpt_path={ckpt}"]) == 0
     err = capsys.readouterr().err
     assert "model.strength_s_min is 0.5 here, 0.75 in" in err
-    assert "model.lr" not in err  # unchanged: not named
+    named = [line.split()[2] for line in err.splitlines() if "fastprotect: note: model." in line]
+    assert named == ["model.model_file", "model.strength_s_min"]  # unchanged ones are not
     assert read_header(again / "model.safetensors")["inference"]["s_min"] == 0.5
 
 

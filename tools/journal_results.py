@@ -9,12 +9,14 @@ format ``evaluate`` writes, so ``tools/paired.py``, ``tools/purification_table.p
 ``tools/report.py`` read them. The images are the ones measured so far, in the run's
 order; ``settings.partial`` says how many of how many, and which, so a number taken from
 the file cannot pass for the whole run's. Prints the same table ``evaluate`` prints. The
-journal is only read: the run can still be resumed.
+journal is only read: the run can still be resumed. ``--out`` must not be the run's own
+folder, where a ``results.json`` would stop the run from finishing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,8 +29,11 @@ _KEY_ONLY = ("files", "models", "versions", "method_specs", "eta", "pgd_step_siz
 
 
 def _tail(name: str) -> str:
-    """A path without its leading ``..`` and ``.`` parts: ``../data/a.png`` -> ``/data/a.png``."""
-    parts = [p for p in Path(name).parts if p not in ("..", ".")]
+    """A path, normalised, without its leading ``..`` parts: ``../data/a.png`` ->
+    ``/data/a.png``."""
+    parts = list(Path(os.path.normpath(name)).parts)
+    while parts and parts[0] in ("..", "."):
+        parts.pop(0)
     return "/" + "/".join(parts).lstrip("/")
 
 
@@ -47,6 +52,15 @@ def _image_names(files: list[str], done: dict[str, list[dict]]) -> dict[str, str
             ends = [d for d in done if f.endswith(_tail(d))]
             if len(ends) == 1:
                 names[f] = ends[0]
+    taken: dict[str, list[str]] = {}
+    for f, d in names.items():
+        taken.setdefault(d, []).append(f)
+    for d, fs in taken.items():
+        if len(fs) > 1:
+            raise EvaluationError(
+                f"the journal's {d} could be any of {', '.join(fs)}: run this from the "
+                "folder the evaluation ran in"
+            )
     return names
 
 
@@ -87,6 +101,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for results.json/.csv")
     args = ap.parse_args()
     try:
+        if args.out.resolve() == args.journal.resolve().parent:
+            raise EvaluationError(
+                f"--out {args.out} is the run's own folder: its results.json would stop the "
+                "run from finishing or resuming; choose another folder"
+            )
         rows, settings = partial_results(args.journal)
         written = write_results(args.out, rows, settings)
     except (JournalError, EvaluationError) as e:

@@ -182,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument(
         "--colour-weight",
         type=float,
-        help="how much the JND strength map counts a colour change beside a luma change "
-        "(0: luma only, the map's default)",
+        help="how much the JND strength map counts a colour change beside a luma change, "
+        "0 to 1 (0: luma only, the map's default; 0.05 was looked at for the colour-only "
+        "v2); the LPIPS map sees colour of its own and ignores it",
     )
     v = sub.add_parser("view", help="define a view model's canvases at another view size")
     v.add_argument("model", type=Path)

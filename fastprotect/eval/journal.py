@@ -31,19 +31,22 @@ def _normalise(key: Mapping) -> dict:
     return json.loads(json.dumps(dict(key), default=str, sort_keys=True))
 
 
-def _entries(path: Path) -> list[dict]:
-    """The journal's lines, parsed and checked (a cut-short last line dropped)."""
+def _entries(path: Path, resuming: bool = True) -> list[dict]:
+    """The journal's lines, parsed and checked (a cut-short last line dropped). Errors
+    advise starting over only to a run about to resume (``resuming``), never to a reader,
+    which may have been handed another file by mistake."""
     lines = path.read_text().splitlines()
     entries = []
+    start_over = f"delete {path} to start over" if resuming else "name an OUT/partial.jsonl"
     for i, line in enumerate(lines):
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError:
             if i < len(lines) - 1:  # only the last line can be cut short by a kill
+                damaged = "the file is damaged; " if resuming else "is it a journal? "
                 raise JournalError(
-                    f"{path} line {i + 1} is not JSON: the file is damaged; delete it to start over"
+                    f"{path} line {i + 1} is not JSON: {damaged}{start_over}"
                 ) from None
-    start_over = f"delete {path} to start over"
     if not entries or not isinstance(entries[0], dict) or "key" not in entries[0]:
         raise JournalError(f"{path} is not an evaluation journal; {start_over}")
     if not all(isinstance(e, dict) and {"image", "rows"} <= e.keys() for e in entries[1:]):
@@ -57,7 +60,7 @@ def read_journal(path: str | os.PathLike) -> tuple[dict, dict[str, list[dict]]]:
     path = Path(path)
     if not path.exists():
         raise JournalError(f"{path} does not exist")
-    entries = _entries(path)
+    entries = _entries(path, resuming=False)
     return entries[0]["key"], {e["image"]: e["rows"] for e in entries[1:]}
 
 
