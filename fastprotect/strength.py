@@ -173,8 +173,9 @@ def build_strength_map(kind: str = "auto", colour_weight: float = 0.0) -> tuple[
     """
     if kind not in ("auto", "lpips", "jnd"):
         raise ValueError(f"strength map must be auto, lpips or jnd, got {kind!r}")
+    jnd = JNDMap(colour_weight=colour_weight)  # the answer, or the fallback of auto
     if kind == "jnd":
-        return JNDMap(colour_weight=colour_weight), "jnd"
+        return jnd, "jnd"
     missing = [m for m in ("lpips", "torchvision") if not importable(m)]
     if missing:
         why = (
@@ -188,7 +189,7 @@ def build_strength_map(kind: str = "auto", colour_weight: float = 0.0) -> tuple[
             StrengthMapFallback,
             stacklevel=2,
         )
-        return JNDMap(colour_weight=colour_weight), "jnd"
+        return jnd, "jnd"
     path = find_alexnet()
     if path is not None:
         return LPIPSMap(path), "lpips"
@@ -203,4 +204,4 @@ def build_strength_map(kind: str = "auto", colour_weight: float = 0.0) -> tuple[
         StrengthMapFallback,
         stacklevel=2,
     )
-    return JNDMap(colour_weight=colour_weight), "jnd"
+    return jnd, "jnd"
