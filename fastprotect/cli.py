@@ -102,6 +102,18 @@ def _quality(text: str) -> int:
     return q
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a shard is I/N with whole numbers, such as 2/4, got {text!r}"
+        ) from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"shard {text}: I must be 1 to N")
+    return i, n
+
+
 def _strength_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", choices=STRENGTHS, default="auto", help=STRENGTH_HELP)
     p.add_argument("--s-min", type=float, help=S_MIN_HELP)
@@ -206,6 +218,14 @@ def _own(argv: Sequence[str]) -> int:
     p_ev.add_argument("--val-fraction", type=float, default=0.2)
     p_ev.add_argument("--limit", type=int, help="first N images of the split")
     p_ev.add_argument("--per-domain", type=int, metavar="N", help="first N images of each domain")
+    p_ev.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="every N-th of the images selected, from the I-th on (1 to N): N shards split a "
+        "long run into parts that each sample every domain; tools/merge_results.py joins "
+        "their results",
+    )
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
     p_ev.add_argument(
         "--device",
@@ -447,6 +467,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             views=args.view,
             max_side=args.max_side,
             per_domain=args.per_domain,
+            shard=args.shard,
             device=args.device,
             journal=out / "partial.jsonl",
             resume=args.resume,

@@ -534,3 +534,92 @@ def test_partial_results_find_images_journalled_under_relative_names(tmp_path, m
     )
     assert tool.main() == 2
     assert not (tmp_path / "results.csv").exists()
+
+
+def _load_tool(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+@needs_data
+def test_shards_split_the_selection_into_disjoint_parts_of_every_domain():
+    from fastprotect.eval.run import EvaluationError, select_files
+
+    roots = [DATA / "objects", DATA / "cartoon"]
+    whole = select_files(roots, "val")
+    shards = [select_files(roots, "val", shard=(i, 3)) for i in (1, 2, 3)]
+    assert sorted(f for s in shards for f in s) == sorted(whole)  # all, each once
+    assert shards[0] == whole[0::3] and shards[2] == whole[2::3]
+    for s in shards:  # each shard samples both domains
+        assert any("objects" in str(f) for f in s) and any("cartoon" in str(f) for f in s)
+    with pytest.raises(EvaluationError, match="shard 4/3"):
+        select_files(roots, "val", shard=(4, 3))
+    with pytest.raises(EvaluationError, match="is empty"):
+        select_files(roots, "val", limit=2, shard=(3, 3))
+
+
+@needs_data
+@needs_weights
+def test_shards_of_a_run_merge_into_the_whole_runs_results(model, tmp_path, capsys, monkeypatch):
+    assert _short_run(model, tmp_path / "whole") == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    for i in (1, 2):
+        assert _short_run(model, tmp_path / f"s{i}", "--shard", f"{i}/2") == 0
+    s1 = json.loads((tmp_path / "s1" / "results.json").read_text())
+    assert s1["settings"]["shard"] == [1, 2] and s1["settings"]["images"] == 2
+    (tmp_path / "s2.json.gz").write_bytes(
+        __import__("gzip").compress((tmp_path / "s2" / "results.json").read_bytes())
+    )
+    tool = _load_tool("merge_results")
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["merge_results", *map(str, args)])
+        return tool.main()
+
+    # the shards, given in any order and one of them gzipped, give the whole run's rows
+    assert run(tmp_path / "s2.json.gz", tmp_path / "s1/results.json", "--out", tmp_path / "m") == 0
+    assert "3 images from shards [1, 2] of 2 (all)" in capsys.readouterr().out
+    merged = json.loads((tmp_path / "m" / "results.json").read_text())
+
+    def values(doc):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["rows"]]
+
+    assert values(merged) == values(whole)
+    for a, b in zip(merged["summary"], whole["summary"], strict=True):
+        assert a["disruption_db"] == pytest.approx(b["disruption_db"])
+    assert merged["settings"]["shards"]["missing"] == [] and "partial" not in merged["settings"]
+    assert merged["settings"]["images"] == 3
+
+    # one shard alone is a sample, and says so
+    assert run(tmp_path / "s2/results.json", "--out", tmp_path / "one") == 0
+    assert "missing [1]" in capsys.readouterr().out
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert one["settings"]["partial"]["shards_missing"] == [1]
+
+    # what is not shards of one run is refused, and nothing is written
+    assert (
+        run(tmp_path / "s1/results.json", tmp_path / "s1/results.json", "--out", tmp_path / "x")
+        == 2
+    )
+    assert "shard 1/2 is given twice" in capsys.readouterr().err
+    assert run(tmp_path / "whole/results.json", "--out", tmp_path / "x") == 2
+    assert "not a shard" in capsys.readouterr().err
+    other = json.loads((tmp_path / "s2" / "results.json").read_text())
+    other["settings"]["transforms"] = ["clean"]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert run(tmp_path / "s1/results.json", tmp_path / "other.json", "--out", tmp_path / "x") == 2
+    assert "settings differ in transforms" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_malformed_shard_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "x", "--method", "sign", "--out", str(tmp_path), "--shard", "3/2"])
+    assert "shard 3/2: I must be 1 to N" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "x", "--method", "sign", "--out", str(tmp_path), "--shard", "half"])
+    assert "a shard is I/N with whole numbers" in capsys.readouterr().err

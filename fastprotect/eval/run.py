@@ -220,9 +220,14 @@ def select_files(
     val_fraction: float = 0.2,
     per_domain: int | None = None,
     limit: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> list[Path]:
     """The images ``evaluate`` takes: the ``split`` (``val``, ``train`` or ``all``) of the
-    images under ``roots``, the first ``per_domain`` of each domain, the first ``limit``."""
+    images under ``roots``, the first ``per_domain`` of each domain, the first ``limit``;
+    with ``shard`` ``(i, n)`` (1-based) every n-th of those, from the i-th on. The n shards
+    are disjoint, together make the whole selection, and each holds about 1/n of every
+    domain, so a long run split into shards (one per machine or session) gives a fair
+    sample of every domain with each shard."""
     files = list_images(roots)
     train, val = split_files(files, val_fraction)
     files = {"val": val, "train": train, "all": files}[split]
@@ -234,6 +239,13 @@ def select_files(
     files = files[:limit] if limit else files
     if not files:
         raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
+    if shard is not None:
+        i, n = shard
+        if not 1 <= i <= n:
+            raise EvaluationError(f"shard {i}/{n}: i must be 1 to n")
+        files = files[i - 1 :: n]
+        if not files:
+            raise EvaluationError(f"shard {i}/{n} of {n} shards is empty: there are fewer images")
     return files
 
 
@@ -389,6 +401,7 @@ def evaluate(
     resume: bool = False,
     journal_key: dict | None = None,
     device: str = "cpu",
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every method on every image; returns the per-image rows and the settings.
 
@@ -422,7 +435,7 @@ def evaluate(
             f"{list(PURIFICATION_SET)})"
         )
     roots = [Path(d) for d in data]
-    files = select_files(roots, split, val_fraction, per_domain, limit)
+    files = select_files(roots, split, val_fraction, per_domain, limit, shard)
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
     dev = check_device(device)
@@ -446,6 +459,7 @@ def evaluate(
             "view_resize": "shorter side to the view, antialiased bilinear" if views else None,
             "max_side": max_side,
             "per_domain": per_domain,
+            **({"shard": list(shard)} if shard else {}),
             "eval_encoder": eval_encoder,
             "decoder": dec is not None,
             "lpips": lpips_fn is not None,
