@@ -109,6 +109,8 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"a shard is I/N with whole numbers, such as 2/4, got {text!r}"
         ) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"shard {text}: N must be at least 1")
     if not 1 <= i <= n:
         raise argparse.ArgumentTypeError(f"shard {text}: I must be 1 to N")
     return i, n

@@ -556,7 +556,7 @@ def test_shards_split_the_selection_into_disjoint_parts_of_every_domain():
     assert shards[0] == whole[0::3] and shards[2] == whole[2::3]
     for s in shards:  # each shard samples both domains
         assert any("objects" in str(f) for f in s) and any("cartoon" in str(f) for f in s)
-    with pytest.raises(EvaluationError, match="shard 4/3"):
+    with pytest.raises(EvaluationError, match="shard 4/3: I must be 1 to N"):
         select_files(roots, "val", shard=(4, 3))
     with pytest.raises(EvaluationError, match="is empty"):
         select_files(roots, "val", limit=2, shard=(3, 3))
@@ -565,54 +565,85 @@ def test_shards_split_the_selection_into_disjoint_parts_of_every_domain():
 @needs_data
 @needs_weights
 def test_shards_of_a_run_merge_into_the_whole_runs_results(model, tmp_path, capsys, monkeypatch):
+    import gzip
+
     assert _short_run(model, tmp_path / "whole") == 0
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
-    for i in (1, 2):
-        assert _short_run(model, tmp_path / f"s{i}", "--shard", f"{i}/2") == 0
+    for i in (1, 2, 3):
+        assert _short_run(model, tmp_path / f"s{i}", "--shard", f"{i}/3") == 0
     s1 = json.loads((tmp_path / "s1" / "results.json").read_text())
-    assert s1["settings"]["shard"] == [1, 2] and s1["settings"]["images"] == 2
-    (tmp_path / "s2.json.gz").write_bytes(
-        __import__("gzip").compress((tmp_path / "s2" / "results.json").read_bytes())
-    )
+    assert s1["settings"]["shard"] == [1, 3] and s1["settings"]["images"] == 1
+    assert s1["settings"]["selection"]["images"] == 3
+    assert set(s1["settings"]["models"]) == {"model"}  # the MoP method, named after its file
+    assert "torch" in s1["settings"]["versions"]
+    gz = tmp_path / "s3.json.gz"
+    gz.write_bytes(gzip.compress((tmp_path / "s3" / "results.json").read_bytes()))
     tool = _load_tool("merge_results")
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["merge_results", *map(str, args)])
         return tool.main()
 
-    # the shards, given in any order and one of them gzipped, give the whole run's rows
-    assert run(tmp_path / "s2.json.gz", tmp_path / "s1/results.json", "--out", tmp_path / "m") == 0
-    assert "3 images from shards [1, 2] of 2 (all)" in capsys.readouterr().out
+    def values(doc, images=None):
+        return [
+            {k: v for k, v in r.items() if k != "seconds"}
+            for r in doc["rows"]
+            if images is None or r["image"] in images
+        ]
+
+    shard = {i: tmp_path / f"s{i}" / "results.json" for i in (1, 2, 3)}
+    # the shards, in any order and one of them gzipped, give the whole run's rows
+    assert run(gz, shard[1], shard[2], "--out", tmp_path / "m") == 0
+    assert "3 of 3 images from shards [1, 2, 3] of 3 (all)" in capsys.readouterr().out
     merged = json.loads((tmp_path / "m" / "results.json").read_text())
-
-    def values(doc):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["rows"]]
-
     assert values(merged) == values(whole)
     for a, b in zip(merged["summary"], whole["summary"], strict=True):
+        assert (a["method"], a["transform"], a["n"]) == (b["method"], b["transform"], b["n"])
         assert a["disruption_db"] == pytest.approx(b["disruption_db"])
     assert merged["settings"]["shards"]["missing"] == [] and "partial" not in merged["settings"]
     assert merged["settings"]["images"] == 3
+    assert merged["settings"]["command"].endswith(f"--out {tmp_path / 'm'}")
 
-    # one shard alone is a sample, and says so
-    assert run(tmp_path / "s2/results.json", "--out", tmp_path / "one") == 0
-    assert "missing [1]" in capsys.readouterr().out
-    one = json.loads((tmp_path / "one" / "results.json").read_text())
-    assert one["settings"]["partial"]["shards_missing"] == [1]
+    # some of the shards are a sample of the run, in its order, and say so
+    assert run(shard[3], shard[1], "--out", tmp_path / "some") == 0
+    assert "2 of 3 images from shards [1, 3] of 3; missing [2]" in capsys.readouterr().out
+    some = json.loads((tmp_path / "some" / "results.json").read_text())
+    order = list(dict.fromkeys(r["image"] for r in whole["rows"]))
+    assert some["settings"]["partial"]["images"] == [order[0], order[2]]
+    assert values(some) == values(whole, {order[0], order[2]})
+    assert some["settings"]["partial"]["of"] == 3
+    table = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "purification_table.py"), str(tmp_path / "some" /
+         "results.json"), "--out", str(tmp_path / "some.png")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "Partial: 2 of the 3 validation images of an unfinished run" in table.stdout
 
-    # what is not shards of one run is refused, and nothing is written
-    assert (
-        run(tmp_path / "s1/results.json", tmp_path / "s1/results.json", "--out", tmp_path / "x")
-        == 2
-    )
-    assert "shard 1/2 is given twice" in capsys.readouterr().err
-    assert run(tmp_path / "whole/results.json", "--out", tmp_path / "x") == 2
-    assert "not a shard" in capsys.readouterr().err
-    other = json.loads((tmp_path / "s2" / "results.json").read_text())
-    other["settings"]["transforms"] = ["clean"]
+    # what is not finished shards of one run is refused, and nothing is written
+    refused = {
+        "shard 1/3 is given twice": [shard[1], shard[1]],
+        "not a shard": [tmp_path / "whole" / "results.json"],
+        "already a merge of shards [1, 2, 3]": [tmp_path / "m" / "results.json"],
+        "holds only part of a run": [tmp_path / "some" / "results.json"],
+    }
+    assert _short_run(model, tmp_path / "half", "--shard", "2/2") == 0
+    refused["one of 3 shards"] = [shard[1], tmp_path / "half" / "results.json"]
+    assert _short_run(model, tmp_path / "fewer", "--shard", "2/3", "--limit", "2") == 0
+    refused["settings differ in limit, selection"] = [shard[1], tmp_path / "fewer/results.json"]
+    other = json.loads(shard[2].read_text())
+    other["settings"]["models"] = {"model": "0" * 64}  # a model retrained to the same path
     (tmp_path / "other.json").write_text(json.dumps(other))
-    assert run(tmp_path / "s1/results.json", tmp_path / "other.json", "--out", tmp_path / "x") == 2
-    assert "settings differ in transforms" in capsys.readouterr().err
+    refused["settings differ in models"] = [shard[1], tmp_path / "other.json"]
+    other["settings"]["models"] = s1["settings"]["models"]
+    other["settings"]["images"] = 2
+    (tmp_path / "cut.json").write_text(json.dumps(other))
+    refused["holds 2 images; shard 2/3 of 3 holds 1"] = [tmp_path / "cut.json"]
+    (tmp_path / "broken.json.gz").write_bytes(gz.read_bytes()[:40])
+    refused["not a readable results.json"] = [tmp_path / "broken.json.gz"]
+    for said, inputs in refused.items():
+        assert run(*inputs, "--out", tmp_path / "x") == 2, said
+        assert said in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -620,6 +651,9 @@ def test_a_malformed_shard_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "x", "--method", "sign", "--out", str(tmp_path), "--shard", "3/2"])
     assert "shard 3/2: I must be 1 to N" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "x", "--method", "sign", "--out", str(tmp_path), "--shard", "1/0"])
+    assert "shard 1/0: N must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "x", "--method", "sign", "--out", str(tmp_path), "--shard", "half"])
     assert "a shard is I/N with whole numbers" in capsys.readouterr().err

@@ -24,8 +24,9 @@ from fastprotect.eval.journal import JournalError, read_journal
 from fastprotect.eval.run import EvaluationError, summarise, table, write_results
 
 # in the journal's key but not settings of a results.json: the images by path (the rows
-# name their images), the model digests and the versions (kept under ``partial``)
-_KEY_ONLY = ("files", "models", "versions", "method_specs", "eta", "pgd_step_size")
+# name their images) and the caller's extras (kept under ``partial``); the model digests
+# and the versions are settings (journals older than that keep them in the key alone)
+_KEY_ONLY = ("files", "method_specs", "eta", "pgd_step_size")
 
 
 def _tail(name: str) -> str:

@@ -5,15 +5,17 @@
 
 A long evaluation (per-image PGD on the whole validation split takes hours on a CPU) can
 be run as N shards, on several machines or in several sessions, each shard every N-th
-image. This checks that the inputs are shards of one run (the same settings but the shard
-and what only describes the run: its command, seconds, threads, device name), that no
-image is in two of them and no shard twice, and writes ``results.json`` and
-``results.csv`` in the format ``evaluate`` writes, the images in the order of the whole
-run, so ``tools/paired.py``, ``tools/purification_table.py`` and ``tools/report.py`` read
-it. Its ``settings.shards`` names the shards joined and those still missing; where any is
-missing the result is a sample of the run (each shard holds about 1/N of every domain),
-and ``settings.partial`` says so. Inputs may be gzipped (``.json.gz``), as the results
-kept in the repository are. Prints the table ``evaluate`` prints.
+image. This checks that the inputs are finished shards of one run: the same selection of
+images (count and digest), models (weight digests), code versions and settings, but the
+shard and what only describes its run (command, threads, device), no image in two of
+them, no shard twice, each shard whole. It writes ``results.json`` and ``results.csv``
+in the format ``evaluate`` writes, the images in the order of the whole run, so
+``tools/paired.py``, ``tools/purification_table.py`` and ``tools/report.py`` read it.
+``settings.shards`` names the shards joined, those missing and the device of each (a
+GPU's numbers differ from a CPU's in the last digits); where any shard is missing the
+result is a sample of the run and ``settings.partial`` says how many of how many images.
+Inputs may be gzipped (``.json.gz``), as the results kept in the repository are; the
+other tools read only plain ``results.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import gzip
 import json
 import sys
+import zlib
 from pathlib import Path
 
 from fastprotect.eval.run import EvaluationError, summarise, table, write_results
@@ -33,37 +36,56 @@ _PER_RUN = (
     "command",
     "resumed_images",
     "torch_threads",
+    "device",
     "device_name",
-    "partial",
 )
 
 
 def _load(path: Path) -> dict:
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name
+            raw = gzip.decompress(raw)
         doc = json.loads(raw)
-    except (OSError, ValueError) as e:
+    except (OSError, EOFError, zlib.error, ValueError) as e:
         raise EvaluationError(f"{path}: not a readable results.json ({e})") from None
     if not isinstance(doc, dict) or "settings" not in doc or "rows" not in doc:
         raise EvaluationError(f"{path}: not a results.json of fastprotect evaluate")
     return doc
 
 
+def _check_shard(path: Path, s: dict) -> tuple[int, int]:
+    if "partial" in s:
+        raise EvaluationError(
+            f"{path} holds only part of a run (read from an unfinished run's journal or "
+            "merged from some shards); finish the shard with evaluate --resume and pass its "
+            "results.json"
+        )
+    if "shards" in s:
+        raise EvaluationError(
+            f"{path} is already a merge of shards {s['shards'].get('joined')}; pass the "
+            "shards' own results"
+        )
+    if "shard" not in s or "selection" not in s:
+        raise EvaluationError(f"{path} is not a shard: it was not run with --shard I/N")
+    i, n = s["shard"]
+    return i, n
+
+
 def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
-    """The rows of all shards in the whole run's order (shard i's k-th image is the run's
-    image (k-1)N + i) and the joined settings."""
+    """The rows of all shards in the whole run's order (shard i's k-th image, counting from
+    0, is the run's image kN + i - 1) and the joined settings."""
     first_path, first = docs[0]
+    _check_shard(first_path, first["settings"])
     common = {k: v for k, v in first["settings"].items() if k not in _PER_RUN}
-    n = None
+    n = first["settings"]["shard"][1]
+    total = common["selection"]["images"]
     by_shard: dict[int, tuple[Path, dict]] = {}
     for path, doc in docs:
         s = doc["settings"]
-        if "shard" not in s:
-            raise EvaluationError(f"{path} is not a shard: it was not run with --shard I/N")
-        i, sn = s["shard"]
-        n = sn if n is None else n
+        i, sn = _check_shard(path, s)
         if sn != n:
-            raise EvaluationError(f"{path} is shard {i}/{sn}, the others are of {n} shards")
+            raise EvaluationError(f"{path} is shard {i}/{sn}, {first_path} one of {n} shards")
         if i in by_shard:
             raise EvaluationError(f"shard {i}/{n} is given twice: {by_shard[i][0]} and {path}")
         differ = sorted(
@@ -76,17 +98,16 @@ def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
                 f"{path} and {first_path} are not shards of one run: their settings differ "
                 f"in {', '.join(differ)}"
             )
-        if "partial" in s:
+        want = len(range(i - 1, total, n))
+        if s["images"] != want:
             raise EvaluationError(
-                f"{path} holds only part of shard {i}/{n} (read from an unfinished run's "
-                "journal); finish that shard with evaluate --resume first"
+                f"{path} holds {s['images']} images; shard {i}/{n} of {total} holds {want}"
             )
         by_shard[i] = (path, doc)
     images: dict[str, int] = {}
     ordered: list[list[str]] = []
     for i in sorted(by_shard):
-        path, doc = by_shard[i]
-        names = list(dict.fromkeys(r["image"] for r in doc["rows"]))
+        names = list(dict.fromkeys(r["image"] for r in by_shard[i][1]["rows"]))
         for name in names:
             if name in images:
                 raise EvaluationError(
@@ -99,17 +120,19 @@ def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
         for r in doc["rows"]:
             rows_of.setdefault(r["image"], []).append(r)
     # interleave: the run's order is shard 1's first image, shard 2's first, ...
-    rows = []
-    for k in range(max(len(o) for o in ordered)):
-        for names in ordered:
-            if k < len(names):
-                rows += rows_of[names[k]]
+    run_order = [
+        names[k] for k in range(max(map(len, ordered))) for names in ordered if k < len(names)
+    ]
+    rows = [r for name in run_order for r in rows_of[name]]
     missing = [i for i in range(1, n + 1) if i not in by_shard]
-    settings = {**common, "images": len(images)}
+    devices = [by_shard[i][1]["settings"].get("device") for i in sorted(by_shard)]
+    settings = {**common, "images": len(run_order)}
+    settings["device"] = devices[0] if len(set(devices)) == 1 else "mixed (see shards)"
     settings["shards"] = {
         "of": n,
         "joined": sorted(by_shard),
         "missing": missing,
+        "devices": devices,
         "commands": [by_shard[i][1]["settings"].get("command") for i in sorted(by_shard)],
         "seconds_from": "each shard's own run",
     }
@@ -118,10 +141,10 @@ def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
     )
     if missing:
         settings["partial"] = {
-            "measured": len(images),
+            "measured": len(run_order),
+            "of": total,
             "shards_missing": missing,
-            "of_shards": n,
-            "images": list(images),
+            "images": run_order,
         }
     return rows, settings
 
@@ -133,6 +156,7 @@ def main() -> int:
     args = ap.parse_args()
     try:
         rows, settings = merge([(p, _load(p)) for p in args.results])
+        settings["command"] += f" --out {args.out}"
         written = write_results(args.out, rows, settings)
     except EvaluationError as e:
         print(f"merge_results: error: {e}", file=sys.stderr)
@@ -142,9 +166,10 @@ def main() -> int:
     print(table(summary, transforms=settings["transforms"], domains=domains))
     sh = settings["shards"]
     left = f"; missing {sh['missing']}" if sh["missing"] else " (all)"
+    total = settings["selection"]["images"]
     print(
-        f"\n{settings['images']} images from shards {sh['joined']} of {sh['of']}{left}; "
-        f"wrote {written[0]}"
+        f"\n{settings['images']} of {total} images from shards {sh['joined']} of {sh['of']}"
+        f"{left}; wrote {written[0]}"
     )
     return 0
 

@@ -109,12 +109,21 @@ def figure(doc: dict, path: Path) -> None:
     ax.set_xticks(range(len(transforms)), transforms, rotation=30, ha="right")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel("decode disruption, dB")
-    ax.set_title(f"After each purification ({s['images']} validation images, {s['eval_encoder']})")
+    ax.set_title(f"After each purification ({_images(s)}, {s['eval_encoder']})")
     ax.legend(ncol=len(methods), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def _images(s: dict) -> str:
+    """How many images, and whether they are only part of a run (an unfinished run read
+    from its journal, or some of a run's shards)."""
+    p = s.get("partial")
+    if p:
+        return f"{p['measured']} of the {p['of']} validation images of an unfinished run"
+    return f"{s['images']} validation images"
 
 
 def main() -> None:
@@ -131,6 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
     print(f"From: {doc['settings']['command']}")
+    if doc["settings"].get("partial"):
+        print(f"Partial: {_images(doc['settings'])}")
     for path in args.merge:
         other = json.loads(path.read_text())
         merge(doc, other)

@@ -60,7 +60,13 @@ def render(
         "",
         f"    {cmd}",
         "",
-        f"{s['images']} images ({s['split']} split, val fraction {s['val_fraction']}), "
+        f"{s['images']} images ({s['split']} split, val fraction {s['val_fraction']}"
+        + (
+            f"; only {s['partial']['measured']} of the run's {s['partial']['of']}: it is unfinished"
+            if s.get("partial")
+            else ""
+        )
+        + "), "
         f"centre {s['size']}x{s['size']} crops; evaluation autoencoder `{s['eval_encoder']}` "
         f"(decoder {'yes' if s['decoder'] else 'no'}); MoP strength map "
         f"{strength}; LPIPS {'yes' if s['lpips'] else 'unavailable'}; "

@@ -239,14 +239,31 @@ def select_files(
     files = files[:limit] if limit else files
     if not files:
         raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
-    if shard is not None:
-        i, n = shard
-        if not 1 <= i <= n:
-            raise EvaluationError(f"shard {i}/{n}: i must be 1 to n")
-        files = files[i - 1 :: n]
-        if not files:
-            raise EvaluationError(f"shard {i}/{n} of {n} shards is empty: there are fewer images")
-    return files
+    return take_shard(files, shard) if shard else files
+
+
+def take_shard(files: Sequence[Path], shard: tuple[int, int]) -> list[Path]:
+    """Shard ``(i, n)`` of ``files``: every n-th, from the i-th (1-based) on."""
+    i, n = shard
+    if not 1 <= i <= n:
+        raise EvaluationError(f"shard {i}/{n}: I must be 1 to N")
+    taken = list(files[i - 1 :: n])
+    if not taken:
+        raise EvaluationError(
+            f"shard {i}/{n} is empty: the selection holds only {len(files)} images"
+        )
+    return taken
+
+
+def selection_digest(files: Sequence[Path], roots: Sequence[Path]) -> str:
+    """sha256 of which images were selected, named by their data folder's name and the
+    path below it, so that the same selection from the same data has the same digest
+    wherever the data lies (``../shared/data/faces`` or ``/work/shared/data/faces``)."""
+    names = []
+    for f in files:
+        root = next((r for r in roots if r in f.parents or r == f), None)
+        names.append(f"{root.name}/{f.relative_to(root).as_posix()}" if root else f.name)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 def _domain(path: Path, roots: Sequence[Path]) -> str:
@@ -331,22 +348,23 @@ def check_device(name: str) -> torch.device:
     return dev
 
 
-def _journal_key(
-    settings: dict, files: Sequence[Path], methods: Sequence[Method], extra: dict | None
-) -> dict:
+def _journal_key(settings: dict, files: Sequence[Path], extra: dict | None) -> dict:
     """What decides an evaluation's rows, for :class:`~.journal.RunJournal`: the settings
     (but where the data was named from, the thread count, the GPU's name), the images and
-    the folders by absolute path, a digest of each MoP model's weights (a model retrained
-    to the same path is another model), the versions of fastprotect and torch, and
-    ``extra`` (the caller's: the method specs, the baselines' budget and step)."""
-    from .. import __version__
-
+    the folders by absolute path (the settings hold a digest of each MoP model's weights,
+    so a model retrained to the same path is another model, and the versions of
+    fastprotect and torch), and ``extra`` (the caller's: the method specs, the
+    baselines' budget and step)."""
     key = {k: v for k, v in settings.items() if k not in ("torch_threads", "device_name")}
     key["data"] = [str(Path(d).resolve()) for d in settings["data"]]
     key["files"] = [str(Path(f).resolve()) for f in files]
-    key["models"] = {m.name: _state_digest(m.router) for m in methods if m.router is not None}
-    key["versions"] = {"fastprotect": __version__, "torch": torch.__version__}
     return {**key, **(extra or {})}
+
+
+def _versions() -> dict[str, str]:
+    from .. import __version__
+
+    return {"fastprotect": __version__, "torch": torch.__version__}
 
 
 def _state_digest(module: torch.nn.Module) -> str:
@@ -435,7 +453,8 @@ def evaluate(
             f"{list(PURIFICATION_SET)})"
         )
     roots = [Path(d) for d in data]
-    files = select_files(roots, split, val_fraction, per_domain, limit, shard)
+    selected = select_files(roots, split, val_fraction, per_domain, limit)
+    files = take_shard(selected, shard) if shard else selected
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
     dev = check_device(device)
@@ -459,7 +478,20 @@ def evaluate(
             "view_resize": "shorter side to the view, antialiased bilinear" if views else None,
             "max_side": max_side,
             "per_domain": per_domain,
-            **({"shard": list(shard)} if shard else {}),
+            "limit": limit,
+            # a shard's rows are every n-th image of this selection (tools/merge_results.py
+            # joins shards only of one selection)
+            **(
+                {
+                    "shard": list(shard),
+                    "selection": {
+                        "images": len(selected),
+                        "sha256": selection_digest(selected, roots),
+                    },
+                }
+                if shard
+                else {}
+            ),
             "eval_encoder": eval_encoder,
             "decoder": dec is not None,
             "lpips": lpips_fn is not None,
@@ -482,12 +514,16 @@ def evaluate(
             "torch_threads": torch.get_num_threads(),
             "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            # which models and code made the rows: a model retrained to the same path, or
+            # another release, makes other rows
+            "models": {m.name: _state_digest(m.router) for m in methods if m.router is not None},
+            "versions": _versions(),
         }
         run_journal = None
         measured: dict[str, list[dict]] = {}  # rows of the images an earlier run measured
         if journal is not None:
             run_journal = RunJournal.open(
-                journal, _journal_key(settings, files, methods, journal_key), resume
+                journal, _journal_key(settings, files, journal_key), resume
             )
             measured = run_journal.done
             done = sum(str(f) in measured for f in files)
