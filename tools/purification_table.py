@@ -121,7 +121,13 @@ def _images(s: dict) -> str:
     """How many images, and whether they are only part of a run (an unfinished run read
     from its journal, or some of a run's shards)."""
     p = s.get("partial")
-    if p:
+    if p and "shards_missing" in p:  # tools/merge_results.py of some of a run's shards
+        n = s["shards"]["of"]
+        return (
+            f"{p['measured']} of the {p['of']} validation images: "
+            f"{n - len(p['shards_missing'])} of {n} shards"
+        )
+    if p:  # tools/journal_results.py of an unfinished run
         return f"{p['measured']} of the {p['of']} validation images of an unfinished run"
     return f"{s['images']} validation images"
 
