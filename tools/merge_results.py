@@ -104,21 +104,21 @@ def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
                 f"{path} holds {s['images']} images; shard {i}/{n} of {total} holds {want}"
             )
         by_shard[i] = (path, doc)
-    images: dict[str, int] = {}
-    ordered: list[list[str]] = []
-    for i in sorted(by_shard):
-        names = list(dict.fromkeys(r["image"] for r in by_shard[i][1]["rows"]))
-        for name in names:
-            if name in images:
-                raise EvaluationError(
-                    f"{name} is in shard {images[name]} and in shard {i}: not shards of one run"
-                )
-            images[name] = i
-        ordered.append(names)
+    shard_of: dict[str, int] = {}  # image -> its shard
     rows_of: dict[str, list[dict]] = {}
-    for _, doc in by_shard.values():
-        for r in doc["rows"]:
-            rows_of.setdefault(r["image"], []).append(r)
+    ordered: list[list[str]] = []  # each shard's images in its order
+    for i in sorted(by_shard):
+        names = []
+        for r in by_shard[i][1]["rows"]:
+            name = r["image"]
+            if shard_of.setdefault(name, i) != i:
+                raise EvaluationError(
+                    f"{name} is in shard {shard_of[name]} and in shard {i}: not shards of one run"
+                )
+            if name not in rows_of:
+                names.append(name)
+            rows_of.setdefault(name, []).append(r)
+        ordered.append(names)
     # interleave: the run's order is shard 1's first image, shard 2's first, ...
     run_order = [
         names[k] for k in range(max(map(len, ordered))) for names in ordered if k < len(names)

@@ -220,14 +220,10 @@ def select_files(
     val_fraction: float = 0.2,
     per_domain: int | None = None,
     limit: int | None = None,
-    shard: tuple[int, int] | None = None,
 ) -> list[Path]:
     """The images ``evaluate`` takes: the ``split`` (``val``, ``train`` or ``all``) of the
-    images under ``roots``, the first ``per_domain`` of each domain, the first ``limit``;
-    with ``shard`` ``(i, n)`` (1-based) every n-th of those, from the i-th on. The n shards
-    are disjoint, together make the whole selection, and each holds about 1/n of every
-    domain, so a long run split into shards (one per machine or session) gives a fair
-    sample of every domain with each shard."""
+    images under ``roots``, the first ``per_domain`` of each domain, the first ``limit``
+    (:func:`take_shard` cuts a shard of them)."""
     files = list_images(roots)
     train, val = split_files(files, val_fraction)
     files = {"val": val, "train": train, "all": files}[split]
@@ -239,11 +235,14 @@ def select_files(
     files = files[:limit] if limit else files
     if not files:
         raise EvaluationError(f"no images in the {split} split of {[str(r) for r in roots]}")
-    return take_shard(files, shard) if shard else files
+    return files
 
 
 def take_shard(files: Sequence[Path], shard: tuple[int, int]) -> list[Path]:
-    """Shard ``(i, n)`` of ``files``: every n-th, from the i-th (1-based) on."""
+    """Shard ``(i, n)`` of ``files``: every n-th, from the i-th (1-based) on. The n shards
+    are disjoint and together make ``files``; in path order each holds about 1/n of every
+    domain, so a long run split into shards (one per machine or session) gives a fair
+    sample of every domain of at least n images with each shard."""
     i, n = shard
     if not 1 <= i <= n:
         raise EvaluationError(f"shard {i}/{n}: I must be 1 to N")
