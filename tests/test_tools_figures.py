@@ -270,3 +270,62 @@ def test_purification_table_merge_refuses_other_images_or_missing_transforms():
     other = _purification_doc({"none": ("native", {"clean": 0.0})})
     with pytest.raises(SystemExit, match="transforms missing: \\['jpeg'\\]"):
         PURIFICATION_TABLE.merge(doc, other)
+
+
+def _per_image_doc():
+    """Three images, two domains; per image the dB of none, shipped (native), pgdu50 and
+    resized (both at the view) after clean and jpeg."""
+    dbs = {  # image -> method -> (clean, jpeg)
+        "a": {"none": (0, 1), "shipped": (4, 4), "pgdu50": (6, 5), "resized": (0, 2)},
+        "b": {"none": (0, 1), "shipped": (3, 2), "pgdu50": (5, 2.5), "resized": (0, 2)},
+        "c": {"none": (0, 0), "shipped": (2, 0.5), "pgdu50": (3, 3), "resized": (0, 0)},
+    }
+    domain = {"a": "faces", "b": "faces", "c": "cartoon"}
+    published = {"none": "native", "shipped": "native", "pgdu50": "view", "resized": "view"}
+    rows = [
+        {"image": i, "domain": domain[i], "method": m, "transform": t, "published": published[m],
+         "disruption_db": float(v[k])}
+        for i, by in dbs.items() for m, v in by.items() for k, t in enumerate(("clean", "jpeg"))
+    ]  # fmt: skip
+    summary = []
+    for dom in ("all", "faces", "cartoon"):
+        for m in published:
+            for t in ("clean", "jpeg"):
+                sel = [r for r in rows if r["method"] == m and r["transform"] == t
+                       and dom in ("all", r["domain"])]  # fmt: skip
+                summary.append({
+                    "method": m, "transform": t, "domain": dom, "n": len(sel),
+                    "disruption_db": sum(r["disruption_db"] for r in sel) / len(sel),
+                    "latent_pull": 1.0, "psnr": 30.0 + len(m), "ssim": 0.5, "lf_psnr": 40.0,
+                })  # fmt: skip
+    return {
+        "settings": {"methods": list(published), "transforms": ["clean", "jpeg"],
+                     "command": "x", "images": 3, "eval_encoder": "taef2"},
+        "summary": summary, "rows": rows,
+    }  # fmt: skip
+
+
+def test_purification_table_pairs_margins_image_by_image():
+    doc = _per_image_doc()
+    table = PURIFICATION_TABLE.paired(doc, "shipped", "pgdu50")
+    # margins after jpeg: shipped over none 3, 1, 0.5; pgdu50 over resized 3, 0.5, 3
+    # shipped above on one image (b), mean (0 + 0.5 - 2.5) / 3 = -0.67; all three above 0
+    assert "| jpeg | 1 of 3 | -0.67 | 3 of 3 | +3.00 |" in table
+    # clean: 4-6, 3-5, 2-3 -> never above, mean -5/3
+    assert "| clean | 0 of 3 | -1.67 | 3 of 3 | +4.00 |" in table
+    with pytest.raises(SystemExit, match="'pgd100', not a method of this run"):
+        PURIFICATION_TABLE.paired(doc, "shipped", "pgd100")
+    with pytest.raises(SystemExit, match="'none', not a method"):
+        PURIFICATION_TABLE.paired(doc, "none", "shipped")
+
+
+def test_purification_table_by_domain_and_visibility():
+    doc = _per_image_doc()
+    table = PURIFICATION_TABLE.by_domain(doc, ["clean", "jpeg"])
+    # faces: shipped clean (4+3)/2, jpeg (4+2)/2; pgdu50 (6+5)/2, (5+2.5)/2
+    assert "| faces (2) | 3.50 / 3.00 | 5.50 / 3.75 | 0.00 / 2.00 |" in table
+    assert "| cartoon (1) | 2.00 / 0.50 | 3.00 / 3.00 | 0.00 / 0.00 |" in table
+    with pytest.raises(SystemExit, match="lacks: \\['jpeg75'\\]"):
+        PURIFICATION_TABLE.by_domain(doc, ["jpeg75"])
+    # the visibility table: one row per method but none, from the clean summary
+    assert "| shipped | 37.00 | 0.500 | 40.00 |" in PURIFICATION_TABLE.tables(doc)

@@ -2,6 +2,8 @@
 
     python tools/purification_table.py outputs/eval_purify/results.json --out docs/purification.png
     python tools/purification_table.py runs/a/results.json --merge runs/b/results.json
+    python tools/purification_table.py DIR/results.json --paired shipped pgdu50 \
+        --by-domain clean jpeg75
 
 Prints a markdown table: per transform and method, the decode disruption (dB) after the
 transform, the share of the method's clean disruption it keeps, and the latent pull; then
@@ -9,7 +11,10 @@ the margin of each method over the unprotected image after the same transform (w
 protection adds to the transform's own damage). In view mode a method published at the
 attacker's view (per-image PGD) is measured against the ``resized`` method where the run
 has one (the unprotected image published at the view: the transforms act on an image of
-the same size). Writes a bar chart of the disruption.
+the same size). Then the clean visibility of each method (PSNR, SSIM, low-frequency PSNR).
+``--paired A B`` compares the two methods' margins image by image after each transform;
+``--by-domain T ...`` prints the disruption per domain after the named transforms. Writes a
+bar chart of the disruption.
 
 ``--merge`` adds the methods of another run of the same images and transforms
 (evaluation is deterministic), so a reference measured once need not be measured again.
@@ -21,6 +26,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+def _references(doc: dict) -> dict[str, str]:
+    """The method each method's margin is measured over: ``resized`` (the unprotected image
+    published at the view) for methods published at the view where the run has it, else
+    ``none``."""
+    methods = [m for m in doc["settings"]["methods"] if m != "none"]
+    at_view = {r["method"] for r in doc.get("rows", []) if r.get("published") == "view"}
+    reference = {m: "none" for m in methods}
+    if "resized" in methods:  # resized itself: how much the smaller image alone costs
+        reference.update({m: "resized" for m in methods if m in at_view and m != "resized"})
+    return reference
 
 
 def tables(doc: dict) -> str:
@@ -47,10 +64,7 @@ def tables(doc: dict) -> str:
             )
             cells.append(f"{e['disruption_db']:.2f} ({kept}) / {e['latent_pull']:.3f}")
         out.append(f"| {t} | " + " | ".join(cells) + " |")
-    at_view = {r["method"] for r in doc.get("rows", []) if r.get("published") == "view"}
-    reference = {m: "none" for m in methods}
-    if "resized" in methods:  # resized itself: how much the smaller image alone costs
-        reference.update({m: "resized" for m in methods if m in at_view and m != "resized"})
+    reference = _references(doc)
     caption = "Margin over the unprotected image after the same transform (dB):"
     if "resized" in methods:
         caption = (
@@ -70,6 +84,82 @@ def tables(doc: dict) -> str:
             for m in methods
         ]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
+    if all("psnr" in idx[(m, "clean")] for m in methods if (m, "clean") in idx):
+        out += [
+            "",
+            "Visibility, clean (mean over the images):",
+            "",
+            "| method | PSNR dB | SSIM | low-frequency PSNR dB |",
+            "|---|---:|---:|---:|",
+        ]
+        for m in methods:
+            e = idx.get((m, "clean"))
+            if e is not None and e.get("psnr") is not None:
+                out.append(f"| {m} | {e['psnr']:.2f} | {e['ssim']:.3f} | {e['lf_psnr']:.2f} |")
+    return "\n".join(out)
+
+
+def paired(doc: dict, a: str, b: str) -> str:
+    """Image by image, method ``a``'s margin against ``b``'s after each transform (each over
+    its reference, as in the margin table): on how many images ``a``'s is higher, the mean
+    difference, and how often ``a``'s own margin is above zero."""
+    methods = doc["settings"]["methods"]
+    for m in (a, b):
+        if m not in methods or m == "none":
+            raise SystemExit(
+                f"purification_table.py: --paired names {m!r}, not a method of this run "
+                f"({', '.join(x for x in methods if x != 'none')})"
+            )
+    reference = _references(doc)
+    d = {(r["image"], r["method"], r["transform"]): r["disruption_db"] for r in doc["rows"]}
+    images = [
+        r["image"] for r in doc["rows"] if r["method"] == "none" and r["transform"] == "clean"
+    ]
+    out = [
+        f"Per image, the margin of {a} against that of {b} (each over its reference):",
+        "",
+        f"| transform | {a} above {b} | mean {a} - {b} dB | {a}'s margin above 0 | "
+        f"{a}'s largest margin dB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in doc["settings"]["transforms"]:
+        ma = [d[(i, a, t)] - d[(i, reference[a], t)] for i in images]
+        mb = [d[(i, b, t)] - d[(i, reference[b], t)] for i in images]
+        above = sum(x > y for x, y in zip(ma, mb, strict=True))
+        mean = sum(x - y for x, y in zip(ma, mb, strict=True)) / len(images)
+        positive = sum(x > 0 for x in ma)
+        out.append(
+            f"| {t} | {above} of {len(images)} | {mean:+.2f} | {positive} of {len(images)} | "
+            f"{max(ma):+.2f} |"
+        )
+    return "\n".join(out)
+
+
+def by_domain(doc: dict, transforms: list[str]) -> str:
+    """Decode disruption per domain (number of images in brackets) after each of
+    ``transforms``, for every method but ``none``."""
+    s = doc["settings"]
+    missing = [t for t in transforms if t not in s["transforms"]]
+    if missing:
+        raise SystemExit(
+            f"purification_table.py: --by-domain names transforms this run lacks: {missing}"
+        )
+    methods = [m for m in s["methods"] if m != "none"]
+    idx = {(e["method"], e["transform"], e["domain"]): e for e in doc["summary"]}
+    domains = sorted({e["domain"] for e in doc["summary"] if e["domain"] != "all"})
+    out = [
+        "Decode disruption dB by domain, " + " / ".join(transforms) + ":",
+        "",
+        "| domain | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
+    for dom in domains:
+        n = idx[("none", "clean", dom)]["n"] if ("none", "clean", dom) in idx else "?"
+        cells = [
+            " / ".join(f"{idx[(m, t, dom)]['disruption_db']:.2f}" for t in transforms)
+            for m in methods
+        ]
+        out.append(f"| {dom} ({n}) | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -143,6 +233,19 @@ def main() -> None:
         default=[],
         help="results.json of another run of the same images and transforms: its methods join",
     )
+    ap.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare the margins of methods A and B image by image (e.g. shipped pgdu50)",
+    )
+    ap.add_argument(
+        "--by-domain",
+        nargs="+",
+        metavar="T",
+        default=[],
+        help="print the disruption per domain after these transforms (e.g. clean jpeg75)",
+    )
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
     print(f"From: {doc['settings']['command']}")
@@ -154,6 +257,12 @@ def main() -> None:
         print(f"With: {other['settings']['command']}")
     print()
     print(tables(doc))
+    if args.paired:
+        print()
+        print(paired(doc, *args.paired))
+    if args.by_domain:
+        print()
+        print(by_domain(doc, args.by_domain))
     out = args.out or args.results.with_name("purification.png")
     try:
         figure(doc, out)
