@@ -315,17 +315,50 @@ def test_purification_table_pairs_margins_image_by_image():
     assert "| clean | 0 of 3 | -1.67 | 3 of 3 | +4.00 |" in table
     with pytest.raises(SystemExit, match="'pgd100', not a method of this run"):
         PURIFICATION_TABLE.paired(doc, "shipped", "pgd100")
-    with pytest.raises(SystemExit, match="'none', not a method"):
+    with pytest.raises(SystemExit, match="'none' is the reference"):
         PURIFICATION_TABLE.paired(doc, "none", "shipped")
+
+
+def test_purification_table_paired_without_resized_and_its_refusals():
+    doc = _per_image_doc()
+    doc["settings"]["methods"].remove("resized")
+    doc["rows"] = [r for r in doc["rows"] if r["method"] != "resized"]
+    # pgdu50 now over none: jpeg margins 4, 1.5, 3; shipped's 3, 1 and, made exactly 0 here,
+    # 0 for image c, which does not count as above zero; mean (-1 - 0.5 - 3) / 3
+    for r in doc["rows"]:
+        if (r["image"], r["method"], r["transform"]) == ("c", "shipped", "jpeg"):
+            r["disruption_db"] = 0.0
+    assert "| jpeg | 0 of 3 | -1.50 | 2 of 3 | +3.00 |" in PURIFICATION_TABLE.paired(
+        doc, "shipped", "pgdu50"
+    )
+    doc["rows"][0]["disruption_db"] = float("nan")
+    with pytest.raises(SystemExit, match="no finite disruption for 1 image"):
+        PURIFICATION_TABLE.paired(doc, "shipped", "pgdu50")
+    doc["rows"][0]["disruption_db"] = 0.0
+    doc["rows"][0]["view"] = 1024  # the others have none: two views
+    with pytest.raises(SystemExit, match="reads a run of one view"):
+        PURIFICATION_TABLE.paired(doc, "shipped", "pgdu50")
+    with pytest.raises(SystemExit, match="reads a run of one view"):
+        PURIFICATION_TABLE.by_domain(doc, ["clean"])
 
 
 def test_purification_table_by_domain_and_visibility():
     doc = _per_image_doc()
     table = PURIFICATION_TABLE.by_domain(doc, ["clean", "jpeg"])
     # faces: shipped clean (4+3)/2, jpeg (4+2)/2; pgdu50 (6+5)/2, (5+2.5)/2
-    assert "| faces (2) | 3.50 / 3.00 | 5.50 / 3.75 | 0.00 / 2.00 |" in table
-    assert "| cartoon (1) | 2.00 / 0.50 | 3.00 / 3.00 | 0.00 / 0.00 |" in table
+    assert "| faces (2) | 0.00 / 1.00 | 3.50 / 3.00 | 5.50 / 3.75 | 0.00 / 2.00 |" in table
+    assert "| cartoon (1) | 0.00 / 0.00 | 2.00 / 0.50 | 3.00 / 3.00 | 0.00 / 0.00 |" in table
     with pytest.raises(SystemExit, match="lacks: \\['jpeg75'\\]"):
         PURIFICATION_TABLE.by_domain(doc, ["jpeg75"])
-    # the visibility table: one row per method but none, from the clean summary
-    assert "| shipped | 37.00 | 0.500 | 40.00 |" in PURIFICATION_TABLE.tables(doc)
+    # the visibility table: one row per method but none, from the clean summary; a method
+    # without PSNR (an unchanged image) is left out, and so is the table for a run without it
+    for e in doc["summary"]:
+        if e["method"] == "resized":
+            e["psnr"] = None
+    table = PURIFICATION_TABLE.tables(doc)
+    assert "| shipped | 37.00 | 0.500 | 40.00 |" in table
+    assert "| pgdu50 | 36.00 | 0.500 | 40.00 |" in table
+    assert "| none |" not in table and "| resized | 37" not in table
+    for e in doc["summary"]:
+        e.pop("psnr")
+    assert "Visibility" not in PURIFICATION_TABLE.tables(doc)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -84,34 +85,62 @@ def tables(doc: dict) -> str:
             for m in methods
         ]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
-    if all("psnr" in idx[(m, "clean")] for m in methods if (m, "clean") in idx):
+    shown = [
+        (m, e)
+        for m in methods
+        if (e := idx.get((m, "clean"))) is not None
+        and all(e.get(k) is not None for k in ("psnr", "ssim", "lf_psnr"))
+    ]
+    if shown:  # not for the unchanged images (infinite PSNR) nor runs without these metrics
         out += [
             "",
-            "Visibility, clean (mean over the images):",
+            "Visibility, clean (mean over the images; each method measured on the image it "
+            "publishes, so a method published at the view against the original resized there):",
             "",
             "| method | PSNR dB | SSIM | low-frequency PSNR dB |",
             "|---|---:|---:|---:|",
         ]
-        for m in methods:
-            e = idx.get((m, "clean"))
-            if e is not None and e.get("psnr") is not None:
-                out.append(f"| {m} | {e['psnr']:.2f} | {e['ssim']:.3f} | {e['lf_psnr']:.2f} |")
+        out += [
+            f"| {m} | {e['psnr']:.2f} | {e['ssim']:.3f} | {e['lf_psnr']:.2f} |" for m, e in shown
+        ]
     return "\n".join(out)
 
 
+def _one_view(doc: dict, option: str) -> None:
+    views = {r.get("view") for r in doc["rows"]}
+    if len(views) > 1:
+        raise SystemExit(
+            f"purification_table.py: {option} reads a run of one view; this one has "
+            f"{sorted(views, key=str)}"
+        )
+
+
 def paired(doc: dict, a: str, b: str) -> str:
-    """Image by image, method ``a``'s margin against ``b``'s after each transform (each over
-    its reference, as in the margin table): on how many images ``a``'s is higher, the mean
-    difference, and how often ``a``'s own margin is above zero."""
+    """Image by image, method ``a``'s margin against ``b``'s after each transform, each over
+    its reference as in the margin table (``none``, or ``resized`` for a method published at
+    the view): on how many images ``a``'s is higher, the mean of ``a``'s minus ``b``'s, on
+    how many ``a``'s own margin is above zero, and its largest."""
     methods = doc["settings"]["methods"]
     for m in (a, b):
-        if m not in methods or m == "none":
+        if m == "none":
+            raise SystemExit(
+                "purification_table.py: --paired: 'none' is the reference every margin is "
+                "measured over; name two protection methods"
+            )
+        if m not in methods:
             raise SystemExit(
                 f"purification_table.py: --paired names {m!r}, not a method of this run "
                 f"({', '.join(x for x in methods if x != 'none')})"
             )
+    _one_view(doc, "--paired")
     reference = _references(doc)
     d = {(r["image"], r["method"], r["transform"]): r["disruption_db"] for r in doc["rows"]}
+    bad = sorted({k[0] for k, v in d.items() if v is None or not math.isfinite(v)})
+    if bad:
+        raise SystemExit(
+            f"purification_table.py: --paired: no finite disruption for {len(bad)} image(s), "
+            f"e.g. {bad[0]}"
+        )
     images = [
         r["image"] for r in doc["rows"] if r["method"] == "none" and r["transform"] == "clean"
     ]
@@ -137,20 +166,22 @@ def paired(doc: dict, a: str, b: str) -> str:
 
 def by_domain(doc: dict, transforms: list[str]) -> str:
     """Decode disruption per domain (number of images in brackets) after each of
-    ``transforms``, for every method but ``none``."""
+    ``transforms``, for every method and the unprotected image: the dB themselves, not
+    margins (after a noise transform the unprotected image alone is several dB)."""
+    _one_view(doc, "--by-domain")
     s = doc["settings"]
     missing = [t for t in transforms if t not in s["transforms"]]
     if missing:
         raise SystemExit(
             f"purification_table.py: --by-domain names transforms this run lacks: {missing}"
         )
-    methods = [m for m in s["methods"] if m != "none"]
+    methods = ["none", *(m for m in s["methods"] if m != "none")]
     idx = {(e["method"], e["transform"], e["domain"]): e for e in doc["summary"]}
     domains = sorted({e["domain"] for e in doc["summary"] if e["domain"] != "all"})
     out = [
         "Decode disruption dB by domain, " + " / ".join(transforms) + ":",
         "",
-        "| domain | " + " | ".join(methods) + " |",
+        "| domain | " + " | ".join("unprotected" if m == "none" else m for m in methods) + " |",
         "|---|" + "---:|" * len(methods),
     ]
     for dom in domains:
@@ -237,14 +268,17 @@ def main() -> None:
         "--paired",
         nargs=2,
         metavar=("A", "B"),
-        help="compare the margins of methods A and B image by image (e.g. shipped pgdu50)",
+        help="compare two methods image by image (e.g. shipped pgdu50): after each transform, "
+        "on how many images A's margin over its reference is above B's, the mean of A's minus "
+        "B's, on how many A's margin is above zero, and its largest",
     )
     ap.add_argument(
         "--by-domain",
         nargs="+",
         metavar="T",
         default=[],
-        help="print the disruption per domain after these transforms (e.g. clean jpeg75)",
+        help="print the disruption per domain after these transforms (e.g. clean jpeg75): "
+        "dB as measured, the unprotected image's included, not margins",
     )
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
