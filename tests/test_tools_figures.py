@@ -305,39 +305,77 @@ def _per_image_doc():
     }  # fmt: skip
 
 
-def test_purification_table_pairs_margins_image_by_image():
-    doc = _per_image_doc()
-    table = PURIFICATION_TABLE.paired(doc, "shipped", "pgdu50")
-    # margins after jpeg: shipped over none 3, 1, 0.5; pgdu50 over resized 3, 0.5, 3
-    # shipped above on one image (b), mean (0 + 0.5 - 2.5) / 3 = -0.67; all three above 0
-    assert "| jpeg | 1 of 3 | -0.67 | 3 of 3 | +3.00 |" in table
-    # clean: 4-6, 3-5, 2-3 -> never above, mean -5/3
-    assert "| clean | 0 of 3 | -1.67 | 3 of 3 | +4.00 |" in table
-    with pytest.raises(SystemExit, match="'pgd100', not a method of this run"):
-        PURIFICATION_TABLE.paired(doc, "shipped", "pgd100")
-    with pytest.raises(SystemExit, match="'none' is the reference"):
-        PURIFICATION_TABLE.paired(doc, "none", "shipped")
+def _paired_tool():
+    spec = importlib.util.spec_from_file_location("paired", REPO / "tools" / "paired.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_purification_table_paired_without_resized_and_its_refusals():
+def _write_per_image_doc(tmp_path, doc):
+    import json
+
+    for r in doc["rows"]:
+        r["view"] = 512
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_paired_margins_measure_each_method_over_its_reference(tmp_path, capsys):
+    paired = _paired_tool()
+    path = _write_per_image_doc(tmp_path, _per_image_doc())
+    assert paired.main([path, "pgdu50", "shipped", "--margins"]) == 0
+    out = capsys.readouterr().out
+    assert "Margins (dB): pgdu50 over resized, shipped over none, per image" in out
+    # after jpeg: pgdu50 over resized 3, 0.5, 3; shipped over none 3, 1, 0.5; shipped minus
+    # pgdu50 0, +0.5, -2.5: mean -0.67, population sd 1.31, higher on one image (b)
+    assert (
+        "jpeg view 512: pgdu50 +2.17 | shipped +1.50 | shipped - pgdu50 -0.67 dB (sd 1.31; "
+        "higher on 1 of 3 images) | shipped's margin above 0 on 3, largest +3.00"
+    ) in out
+    # clean: 6, 5, 3 against 4, 3, 2
+    assert "clean view 512: pgdu50 +4.67 | shipped +3.00 | shipped - pgdu50 -1.67 dB" in out
+    # without --margins the same pairs compare the disruption itself
+    assert paired.main([path, "pgdu50", "shipped"]) == 0
+    assert "jpeg view 512: unprotected 0.67 | pgdu50 3.50 | shipped 2.17 |" in (
+        capsys.readouterr().out
+    )
+
+
+def test_paired_margins_without_resized_and_the_refusals(tmp_path, capsys):
+    paired = _paired_tool()
     doc = _per_image_doc()
     doc["settings"]["methods"].remove("resized")
     doc["rows"] = [r for r in doc["rows"] if r["method"] != "resized"]
-    # pgdu50 now over none: jpeg margins 4, 1.5, 3; shipped's 3, 1 and, made exactly 0 here,
-    # 0 for image c, which does not count as above zero; mean (-1 - 0.5 - 3) / 3
+    # pgdu50 now over none: jpeg margins 4, 1.5, 3; shipped's 3, 1 and, made exactly 0
+    # here, 0 for image c, which does not count as above zero
     for r in doc["rows"]:
         if (r["image"], r["method"], r["transform"]) == ("c", "shipped", "jpeg"):
             r["disruption_db"] = 0.0
-    assert "| jpeg | 0 of 3 | -1.50 | 2 of 3 | +3.00 |" in PURIFICATION_TABLE.paired(
-        doc, "shipped", "pgdu50"
-    )
-    doc["rows"][0]["disruption_db"] = float("nan")
-    with pytest.raises(SystemExit, match="no finite disruption for 1 image"):
-        PURIFICATION_TABLE.paired(doc, "shipped", "pgdu50")
-    doc["rows"][0]["disruption_db"] = 0.0
+    path = _write_per_image_doc(tmp_path, doc)
+    assert paired.main([path, "pgdu50", "shipped", "--margins"]) == 0
+    out = capsys.readouterr().out
+    assert "pgdu50 over none, shipped over none" in out
+    assert "higher on 0 of 3 images) | shipped's margin above 0 on 2, largest +3.00" in out
+    assert "jpeg view 512: pgdu50 +2.83 | shipped +1.33 | shipped - pgdu50 -1.50 dB" in out
+    for argv, message in (
+        ([path, "pgdu50", "pgd100", "--margins"], "no method 'pgd100'"),
+        ([path, "none", "shipped", "--margins"], "'none' is the reference"),
+        ([path, "pgdu50", "shipped", "--margins", "--b-from", path], "does not take --b-from"),
+    ):
+        assert paired.main(argv) == 2
+        assert message in capsys.readouterr().err
+    doc["rows"][0]["disruption_db"] = float("nan")  # image a, none, clean
+    path = _write_per_image_doc(tmp_path, doc)
+    for margins in ([], ["--margins"]):  # a NaN is an error, not a NaN mean
+        assert paired.main([path, "pgdu50", "shipped", *margins]) == 2
+        assert "clean view 512: no finite disruption of 'none' for a" in capsys.readouterr().err
+
+
+def test_purification_table_refuses_a_run_of_several_views():
+    doc = _per_image_doc()
     doc["rows"][0]["view"] = 1024  # the others have none: two views
-    with pytest.raises(SystemExit, match="reads a run of one view"):
-        PURIFICATION_TABLE.paired(doc, "shipped", "pgdu50")
     with pytest.raises(SystemExit, match="reads a run of one view"):
         PURIFICATION_TABLE.by_domain(doc, ["clean"])
 

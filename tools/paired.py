@@ -19,18 +19,31 @@ at two views: B's rows (from a run of one view) count as rows of view V, A's vie
         --b-from runs/at1024/results.json --b-view-as 512
 
 gives view 1024 minus view 512 per image (the unprotected column is A's, at 512).
+
+With ``--margins`` each method's disruption is taken as its margin: minus that of its
+reference on the same image after the same transform, the unprotected image (``none``), or
+for a method published at the attacker's view (per-image PGD) the unprotected image
+published there (``resized``) when the run has it. That is how a purification run compares
+a model with PGD (docs/evaluation.md): after JPEG the unprotected image alone is damaged,
+and more so when it is published at the smaller view. It then also says on how many images
+B's own margin is above zero, and its largest.
+
+    python tools/paired.py DIR/results.json pgdu50 shipped --margins
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
 
+from fastprotect.eval.run import margin_references
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", help="results.json of fastprotect evaluate")
     ap.add_argument("a", help="method A (the reference)")
@@ -46,9 +59,30 @@ def main() -> int:
         metavar="V",
         help="with --b-from: B's run has one view; pair its rows with A's at view V",
     )
-    args = ap.parse_args()
+    ap.add_argument(
+        "--margins",
+        action="store_true",
+        help="compare margins: each method's disruption minus that of its reference on the "
+        "same image (the unprotected image, or for a method published at the view the "
+        "unprotected image published there, `resized`, when the run has it)",
+    )
+    args = ap.parse_args(argv)
     if args.b_view_as is not None and not args.b_from:
         print("paired: --b-view-as needs --b-from", file=sys.stderr)
+        return 2
+    if args.margins and args.b_from:
+        print(
+            "paired: --margins reads both methods and their references from one run; "
+            "it does not take --b-from",
+            file=sys.stderr,
+        )
+        return 2
+    if args.margins and "none" in (args.a, args.b):
+        print(
+            "paired: --margins: 'none' is the reference margins are measured over; "
+            "name two protection methods",
+            file=sys.stderr,
+        )
         return 2
     doc = json.loads(Path(args.results).read_text())
     b_path = Path(args.b_from) if args.b_from else Path(args.results)
@@ -95,6 +129,10 @@ def main() -> int:
             return 2
         rows.update(rows_b)
     views = sorted({r["view"] for r in doc["rows"]}, key=lambda v: (v is None, v))
+    ref = {args.a: "none", b: "none"}
+    if args.margins:
+        ref = margin_references(doc["settings"]["methods"], doc["rows"])
+        print(f"Margins (dB): {args.a} over {ref[args.a]}, {b} over {ref[b]}, per image")
     pairs = 0
     for t in doc["settings"]["transforms"]:
         for v in views:
@@ -102,11 +140,28 @@ def main() -> int:
             if not images or not any(k[:3] == (b, t, v) for k in rows):
                 continue
             pairs += 1
-            da = [rows[(args.a, t, v, i)]["disruption_db"] for i in images]
-            db = [rows[(b, t, v, i)]["disruption_db"] for i in images]
-            dn = [rows[("none", t, v, i)]["disruption_db"] for i in images]
-            diff = [y - x for x, y in zip(da, db, strict=True)]
             where = f" view {v}" if v is not None else ""
+            try:
+                da, db, dn, ra, rb = (
+                    [_disruption(rows, (m, t, v, i)) for i in images]
+                    for m in (args.a, b, "none", ref[args.a], ref[b])
+                )
+            except LookupError as e:
+                print(f"paired: {t}{where}: {e}", file=sys.stderr)
+                return 2
+            if args.margins:
+                da = [x - r for x, r in zip(da, ra, strict=True)]
+                db = [y - r for y, r in zip(db, rb, strict=True)]
+            diff = [y - x for x, y in zip(da, db, strict=True)]
+            if args.margins:
+                print(
+                    f"{t}{where}: {args.a} {statistics.mean(da):+.2f} | "
+                    f"{b} {statistics.mean(db):+.2f} | {b} - {args.a} "
+                    f"{statistics.mean(diff):+.2f} dB (sd {statistics.pstdev(diff):.2f}; "
+                    f"higher on {sum(d > 0 for d in diff)} of {len(diff)} images) | "
+                    f"{b}'s margin above 0 on {sum(y > 0 for y in db)}, largest {max(db):+.2f}"
+                )
+                continue
             print(
                 f"{t}{where}: unprotected {statistics.mean(dn):.2f} | {args.a} "
                 f"{statistics.mean(da):.2f} | {b} {statistics.mean(db):.2f} | "
@@ -130,6 +185,18 @@ def main() -> int:
                     f"low-frequency PSNR {e['lf_psnr']:.2f} dB"
                 )
     return 0
+
+
+def _disruption(rows: dict, key: tuple) -> float:
+    """The decode disruption of one row, or LookupError saying which is missing or not a
+    number (a NaN would otherwise turn every mean it enters into NaN without a word)."""
+    method, transform, view, image = key
+    if key not in rows:
+        raise LookupError(f"no {method!r} row for {image}")
+    value = rows[key]["disruption_db"]
+    if value is None or not math.isfinite(value):
+        raise LookupError(f"no finite disruption of {method!r} for {image}")
+    return value
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 
     python tools/purification_table.py outputs/eval_purify/results.json --out docs/purification.png
     python tools/purification_table.py runs/a/results.json --merge runs/b/results.json
-    python tools/purification_table.py DIR/results.json --paired shipped pgdu50 \
-        --by-domain clean jpeg75
+    python tools/purification_table.py DIR/results.json --by-domain clean jpeg75
 
 Prints a markdown table: per transform and method, the decode disruption (dB) after the
 transform, the share of the method's clean disruption it keeps, and the latent pull; then
@@ -12,9 +11,9 @@ protection adds to the transform's own damage). In view mode a method published 
 attacker's view (per-image PGD) is measured against the ``resized`` method where the run
 has one (the unprotected image published at the view: the transforms act on an image of
 the same size). Then the clean visibility of each method (PSNR, SSIM, low-frequency PSNR).
-``--paired A B`` compares the two methods' margins image by image after each transform;
 ``--by-domain T ...`` prints the disruption per domain after the named transforms. Writes a
-bar chart of the disruption.
+bar chart of the disruption. To compare two methods' margins image by image, use
+``tools/paired.py RESULTS A B --margins``.
 
 ``--merge`` adds the methods of another run of the same images and transforms
 (evaluation is deterministic), so a reference measured once need not be measured again.
@@ -24,21 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from fastprotect.eval.run import margin_references
+
 
 def _references(doc: dict) -> dict[str, str]:
-    """The method each method's margin is measured over: ``resized`` (the unprotected image
-    published at the view) for methods published at the view where the run has it, else
-    ``none``."""
-    methods = [m for m in doc["settings"]["methods"] if m != "none"]
-    at_view = {r["method"] for r in doc.get("rows", []) if r.get("published") == "view"}
-    reference = {m: "none" for m in methods}
-    if "resized" in methods:  # resized itself: how much the smaller image alone costs
-        reference.update({m: "resized" for m in methods if m in at_view and m != "resized"})
-    return reference
+    """The method each method's margin is measured over (``none``, or ``resized`` for a
+    method published at the view)."""
+    return margin_references(doc["settings"]["methods"], doc.get("rows", []))
 
 
 def tables(doc: dict) -> str:
@@ -113,55 +107,6 @@ def _one_view(doc: dict, option: str) -> None:
             f"purification_table.py: {option} reads a run of one view; this one has "
             f"{sorted(views, key=str)}"
         )
-
-
-def paired(doc: dict, a: str, b: str) -> str:
-    """Image by image, method ``a``'s margin against ``b``'s after each transform, each over
-    its reference as in the margin table (``none``, or ``resized`` for a method published at
-    the view): on how many images ``a``'s is higher, the mean of ``a``'s minus ``b``'s, on
-    how many ``a``'s own margin is above zero, and its largest."""
-    methods = doc["settings"]["methods"]
-    for m in (a, b):
-        if m == "none":
-            raise SystemExit(
-                "purification_table.py: --paired: 'none' is the reference every margin is "
-                "measured over; name two protection methods"
-            )
-        if m not in methods:
-            raise SystemExit(
-                f"purification_table.py: --paired names {m!r}, not a method of this run "
-                f"({', '.join(x for x in methods if x != 'none')})"
-            )
-    _one_view(doc, "--paired")
-    reference = _references(doc)
-    d = {(r["image"], r["method"], r["transform"]): r["disruption_db"] for r in doc["rows"]}
-    bad = sorted({k[0] for k, v in d.items() if v is None or not math.isfinite(v)})
-    if bad:
-        raise SystemExit(
-            f"purification_table.py: --paired: no finite disruption for {len(bad)} image(s), "
-            f"e.g. {bad[0]}"
-        )
-    images = [
-        r["image"] for r in doc["rows"] if r["method"] == "none" and r["transform"] == "clean"
-    ]
-    out = [
-        f"Per image, the margin of {a} against that of {b} (each over its reference):",
-        "",
-        f"| transform | {a} above {b} | mean {a} - {b} dB | {a}'s margin above 0 | "
-        f"{a}'s largest margin dB |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for t in doc["settings"]["transforms"]:
-        ma = [d[(i, a, t)] - d[(i, reference[a], t)] for i in images]
-        mb = [d[(i, b, t)] - d[(i, reference[b], t)] for i in images]
-        above = sum(x > y for x, y in zip(ma, mb, strict=True))
-        mean = sum(x - y for x, y in zip(ma, mb, strict=True)) / len(images)
-        positive = sum(x > 0 for x in ma)
-        out.append(
-            f"| {t} | {above} of {len(images)} | {mean:+.2f} | {positive} of {len(images)} | "
-            f"{max(ma):+.2f} |"
-        )
-    return "\n".join(out)
 
 
 def by_domain(doc: dict, transforms: list[str]) -> str:
@@ -265,14 +210,6 @@ def main() -> None:
         help="results.json of another run of the same images and transforms: its methods join",
     )
     ap.add_argument(
-        "--paired",
-        nargs=2,
-        metavar=("A", "B"),
-        help="compare two methods image by image (e.g. shipped pgdu50): after each transform, "
-        "on how many images A's margin over its reference is above B's, the mean of A's minus "
-        "B's, on how many A's margin is above zero, and its largest",
-    )
-    ap.add_argument(
         "--by-domain",
         nargs="+",
         metavar="T",
@@ -291,9 +228,6 @@ def main() -> None:
         print(f"With: {other['settings']['command']}")
     print()
     print(tables(doc))
-    if args.paired:
-        print()
-        print(paired(doc, *args.paired))
     if args.by_domain:
         print()
         print(by_domain(doc, args.by_domain))

@@ -73,6 +73,7 @@ __all__ = [
     "ROBUSTNESS",
     "EvaluationError",
     "evaluate",
+    "margin_references",
     "parse_methods",
     "summarise",
     "table",
@@ -738,6 +739,21 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
             entry[f"{key}_std"] = statistics.pstdev(values) if len(values) > 1 else None
         out.append(entry)
     return out
+
+
+def margin_references(methods: Sequence[str], rows: Sequence[dict]) -> dict[str, str]:
+    """The method each of ``methods`` is measured against when its margin (what it adds to
+    a transform's own damage) is taken: ``resized``, the unprotected image published at the
+    attacker's view, for a method published there (``published == "view"`` in ``rows``) when
+    the run has ``resized``, else ``none``, the unprotected image. ``resized`` itself is
+    measured against ``none``: what the smaller published image alone costs."""
+    at_view = {r["method"] for r in rows if r.get("published") == "view"}
+    has_resized = "resized" in methods
+    return {
+        m: "resized" if has_resized and m in at_view and m != "resized" else "none"
+        for m in methods
+        if m != "none"
+    }
 
 
 def write_results(out_dir: Path, rows: list[dict], settings: dict) -> tuple[Path, Path]:
