@@ -226,8 +226,7 @@ def _own(argv: Sequence[str]) -> int:
         metavar="I/N",
         help="every N-th of the images selected, from the I-th on (1 to N): N shards split a "
         "long run into parts that each sample every domain of at least N images; "
-        "tools/merge_results.py joins "
-        "their results",
+        "tools/merge_results.py joins their results",
     )
     p_ev.add_argument("--eval-encoder", default="taef2", help="autoencoder the metrics use")
     p_ev.add_argument(
