@@ -4,6 +4,7 @@ figures and numbers the docs show."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,7 +328,7 @@ def test_paired_margins_measure_each_method_over_its_reference(tmp_path, capsys)
     path = _write_per_image_doc(tmp_path, _per_image_doc())
     assert paired.main([path, "pgdu50", "shipped", "--margins"]) == 0
     out = capsys.readouterr().out
-    assert "Margins (dB): pgdu50 over resized, shipped over none, per image" in out
+    assert "Margins (dB), paired per image: pgdu50 over resized, shipped over none" in out
     # after jpeg: pgdu50 over resized 3, 0.5, 3; shipped over none 3, 1, 0.5; shipped minus
     # pgdu50 0, +0.5, -2.5: mean -0.67, population sd 1.31, higher on one image (b)
     assert (
@@ -336,6 +337,20 @@ def test_paired_margins_measure_each_method_over_its_reference(tmp_path, capsys)
     ) in out
     # clean: 6, 5, 3 against 4, 3, 2
     assert "clean view 512: pgdu50 +4.67 | shipped +3.00 | shipped - pgdu50 -1.67 dB" in out
+    # a run of two views pairs each view on its own: view 1024 holds the same rows + 1 dB
+    import json
+
+    doc = json.loads(Path(path).read_text())
+    doc["rows"] += [
+        dict(r, view=1024, disruption_db=r["disruption_db"] + (r["method"] == "shipped"))
+        for r in doc["rows"]
+    ]
+    two = tmp_path / "two_views.json"
+    two.write_text(json.dumps(doc))
+    assert paired.main([str(two), "pgdu50", "shipped", "--margins"]) == 0
+    out2 = capsys.readouterr().out
+    assert "jpeg view 512: pgdu50 +2.17 | shipped +1.50 | shipped - pgdu50 -0.67 dB" in out2
+    assert "jpeg view 1024: pgdu50 +2.17 | shipped +2.50 | shipped - pgdu50 +0.33 dB" in out2
     # without --margins the same pairs compare the disruption itself
     assert paired.main([path, "pgdu50", "shipped"]) == 0
     assert "jpeg view 512: unprotected 0.67 | pgdu50 3.50 | shipped 2.17 |" in (

@@ -20,13 +20,14 @@ at two views: B's rows (from a run of one view) count as rows of view V, A's vie
 
 gives view 1024 minus view 512 per image (the unprotected column is A's, at 512).
 
-With ``--margins`` each method's disruption is taken as its margin: minus that of its
-reference on the same image after the same transform, the unprotected image (``none``), or
-for a method published at the attacker's view (per-image PGD) the unprotected image
-published there (``resized``) when the run has it. That is how a purification run compares
-a model with PGD (docs/evaluation.md): after JPEG the unprotected image alone is damaged,
-and more so when it is published at the smaller view. It then also says on how many images
-B's own margin is above zero, and its largest.
+With ``--margins`` each method's disruption is replaced by its margin: its disruption
+minus its reference's, on the same image after the same transform. The reference is the
+unprotected image (``none``), or for a method published at the attacker's view (``--view``;
+per-image PGD) the unprotected image published there (``resized``) when the run has it.
+That is how a purification run compares a model with PGD (docs/evaluation.md): after
+JPEG the unprotected image alone is damaged, and more so when it is published at the
+smaller view. The means are then margins (there is no unprotected column), and each line
+also says on how many images B's own margin is above zero, and its largest.
 
     python tools/paired.py DIR/results.json pgdu50 shipped --margins
 """
@@ -62,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--margins",
         action="store_true",
-        help="compare margins: each method's disruption minus that of its reference on the "
-        "same image (the unprotected image, or for a method published at the view the "
-        "unprotected image published there, `resized`, when the run has it)",
+        help="compare margins: each method's disruption minus its reference's on the same "
+        "image (the unprotected image, or for a method published at the attacker's view, "
+        "per-image PGD, `resized`, the unprotected image published there, when the run has "
+        "it); prints mean margins, and on how many images B's margin is above 0 and its "
+        "largest",
     )
     args = ap.parse_args(argv)
     if args.b_view_as is not None and not args.b_from:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.margins and "none" in (args.a, args.b):
         print(
-            "paired: --margins: 'none' is the reference margins are measured over; "
+            "paired: --margins: 'none' is the reference that margins are measured against; "
             "name two protection methods",
             file=sys.stderr,
         )
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = {args.a: "none", b: "none"}
     if args.margins:
         ref = margin_references(doc["settings"]["methods"], doc["rows"])
-        print(f"Margins (dB): {args.a} over {ref[args.a]}, {b} over {ref[b]}, per image")
+        print(f"Margins (dB), paired per image: {args.a} over {ref[args.a]}, {b} over {ref[b]}")
     pairs = 0
     for t in doc["settings"]["transforms"]:
         for v in views:
@@ -193,7 +196,7 @@ def _disruption(rows: dict, key: tuple) -> float:
     method, transform, view, image = key
     if key not in rows:
         raise LookupError(f"no {method!r} row for {image}")
-    value = rows[key]["disruption_db"]
+    value = rows[key].get("disruption_db")
     if value is None or not math.isfinite(value):
         raise LookupError(f"no finite disruption of {method!r} for {image}")
     return value
