@@ -4,8 +4,9 @@
   toward a target latent (PhotoGuard's encoder attack; with a texture's latent as the
   target it is Mist's textural loss). ``steps`` forward and backward passes per image.
 - :func:`photoguard`: the original encoder attack, toward the latent of a flat grey image.
-- :func:`pgd_untargeted`: PGD away from the image's own latent (no target): the most
-  disruption a per-image attack buys on this encoder.
+- :func:`pgd_untargeted`: PGD away from the image's own latent (no target), with the
+  decode disruption as its objective (not its ceiling: on clean images targeted
+  :func:`pgd` with twice the steps disrupts more, docs/evaluation.md).
 - :func:`uniform_noise`, :func:`sign_noise`: random perturbations at the same L-inf budget,
   the floor every method must clear.
 
