@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         rows.update(rows_b)
     views = sorted({r["view"] for r in doc["rows"]}, key=lambda v: (v is None, v))
-    ref = {args.a: "none", b: "none"}
     if args.margins:
         ref = margin_references(doc["settings"]["methods"], doc["rows"])
         print(f"Margins (dB), paired per image: {args.a} over {ref[args.a]}, {b} over {ref[b]}")
@@ -145,16 +144,20 @@ def main(argv: list[str] | None = None) -> int:
             pairs += 1
             where = f" view {v}" if v is not None else ""
             try:
-                da, db, dn, ra, rb = (
-                    [_disruption(rows, (m, t, v, i)) for i in images]
-                    for m in (args.a, b, "none", ref[args.a], ref[b])
+                da, db, dn = (
+                    [_disruption(rows, (m, t, v, i)) for i in images] for m in (args.a, b, "none")
                 )
+                if args.margins:  # each method's disruption over its reference's
+                    da, db = (
+                        [
+                            d - _disruption(rows, (ref[m], t, v, i))
+                            for d, i in zip(ds, images, strict=True)
+                        ]
+                        for m, ds in ((args.a, da), (b, db))
+                    )
             except LookupError as e:
                 print(f"paired: {t}{where}: {e}", file=sys.stderr)
                 return 2
-            if args.margins:
-                da = [x - r for x, r in zip(da, ra, strict=True)]
-                db = [y - r for y, r in zip(db, rb, strict=True)]
             diff = [y - x for x, y in zip(da, db, strict=True)]
             if args.margins:
                 print(
