@@ -66,6 +66,29 @@ def capped_view(h, w, view: int, cap: float = 0.0):
     return _max(view, (m * 1000 + c - 1) // c)
 
 
+#: a view frame's shorter side is at most this many times the image's: a view model's frame
+#: for an image whose shorter side is under ``view / 16`` px (32 px at a 512-px view) is laid
+#: at ``16 x`` that side instead, so a 1 x 4000 px strip needs a 16 x 64000 frame, not a
+#: 512 x 2048000 one (12 GB). Such images are too small to protect anyway (the verdict
+#: warns under 64 px); for every larger one the frame is unchanged.
+MAX_FRAME_UPSCALE = 16
+
+
+def frame_view(h, w, view: int, cap: float = 0.0):
+    """The shorter side, in view pixels, of the frame a canvas is laid over on an ``h x w``
+    image: :func:`capped_view`, at most :data:`MAX_FRAME_UPSCALE` times ``min(h, w)``.
+    Symbolic under tracing and export, as :func:`capped_view`."""
+    v = capped_view(h, w, view, cap)
+    limit = _min(h, w) * MAX_FRAME_UPSCALE
+    if isinstance(v, Tensor) and isinstance(limit, Tensor):
+        return torch.minimum(v, limit)
+    if isinstance(v, Tensor):
+        return torch.clamp(v, max=limit)
+    if isinstance(limit, Tensor):
+        return torch.clamp(limit, max=v)
+    return torch.sym_min(v, limit)
+
+
 def tile_canvas(canvas: Tensor, hv, wv, top=0, left=0) -> Tensor:
     """The periodic canvas ``Bx3xRxR`` read over an ``hv x wv`` frame starting at
     ``(top, left)`` (indices taken modulo ``R``); differentiable w.r.t. the canvas.
@@ -86,13 +109,15 @@ def canvas_to_image(canvas: Tensor, h, w, view: int, cap: float = 0.0) -> Tensor
     isotropically to ``h x w``, bicubic (antialiased when shrinking): it keeps more of a
     fine-grained canvas through the attacker's downsampling than bilinear
     (docs/training.md). With a publish ``cap`` the frame is at least ``min(h, w) / cap``
-    view pixels on its shorter side (:func:`capped_view`).
+    view pixels on its shorter side (:func:`capped_view`); on an image whose shorter side
+    is under ``view / 16`` px the frame is ``16 x`` that side (:func:`frame_view`), so the
+    memory stays bounded on thin strips.
     Works under tracing and ``torch.export`` for every image size.
 
     Shape:
         canvas: ``BxCxRxR``. Returns ``BxCxhxw``.
     """
-    hv, wv = view_frame(h, w, capped_view(h, w, view, cap))
+    hv, wv = view_frame(h, w, frame_view(h, w, view, cap))
     frame = tile_canvas(canvas, hv, wv)
     return F.interpolate(frame, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
 

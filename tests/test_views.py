@@ -16,9 +16,11 @@ from fastprotect.mop import MixtureOfPerturbations, MoPConfig
 from fastprotect.protector import Protector
 from fastprotect.strength import JNDMap
 from fastprotect.views import (
+    MAX_FRAME_UPSCALE,
     AttackerViews,
     attacker_resize,
     canvas_to_image,
+    frame_view,
     tile_canvas,
     view_frame,
 )
@@ -125,6 +127,34 @@ def test_view_model_exports_equal_to_eager_at_every_size(encoder, tmp_path, suff
     x = torch.rand(1, 3, 70, 45)
     with torch.no_grad():
         assert (graph(x) - p(x)).abs().max() <= 1 / 255
+
+
+def test_a_thin_strip_gets_a_frame_of_bounded_size(encoder, tmp_path, monkeypatch):
+    """An image whose shorter side is under view / 16 is laid over a frame 16 times its
+    size, not one at the view (a 1 x 4000 strip at view 512 would need 12 GB); every other
+    image's frame is unchanged; the exported graph does the same."""
+    assert MAX_FRAME_UPSCALE == 16
+    assert frame_view(1, 4000, 512) == 16 and frame_view(31, 100, 512) == 496
+    assert frame_view(32, 100, 512) == 512 and frame_view(2000, 3000, 512, 1.25) == 1600
+    import fastprotect.views as views
+
+    frames = []
+    real = views.tile_canvas
+
+    def recording(canvas, hv, wv, top=0, left=0):
+        frames.append((int(hv), int(wv)))
+        return real(canvas, hv, wv, top, left)
+
+    monkeypatch.setattr(views, "tile_canvas", recording)
+    p = Protector(encoder, _view_mop(), JNDMap())  # view 32: strips under 2 px are limited
+    x8 = torch.randint(0, 256, (1, 3, 1, 3000), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = p(x8.float() / 255)
+    assert frames == [(16, 48000)]  # not (32, 96000)
+    assert ((out * 255).round().long() - x8).abs().max() <= 8
+    monkeypatch.setattr(views, "tile_canvas", real)
+    report = export_protector(p, tmp_path / "g.pt", check_sizes=((1, 300), (2, 5), (40, 56)))
+    assert max(report.max_abs_diff.values()) <= 1 / 255
 
 
 def test_view_model_file_round_trips_as_format_2(tmp_path, encoder):
