@@ -520,6 +520,9 @@ def _protect(args: argparse.Namespace) -> int:
     summary.failed = problems + summary.failed
     for src, why in summary.failed:
         print(f"fastprotect: failed: {src}: {why}", file=sys.stderr)
+    for src, notes in summary.notes.items():
+        for note in notes:
+            print(f"fastprotect: {src}: note: {note}", file=sys.stderr)
     for src, v in summary.verdicts.items():
         if args.verdict or v.warnings:
             print(f"fastprotect: {src}: {v.line()}", file=sys.stderr)

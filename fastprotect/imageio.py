@@ -6,12 +6,14 @@ What each input becomes (the protected output is always 8 bits per channel):
 |---|---|---|
 | RGB, 8-bit | RGB | RGB PNG (or JPEG on request) |
 | RGBA / LA / palette with transparency | RGB | RGBA: the alpha channel copied untouched |
+| RGB or L with a transparent colour key (PNG tRNS) | RGB | RGBA (LA): the key as alpha |
 | grayscale (L, LA), 1-bit | grey RGB (the perturbation keeps only its luma) | L (LA with alpha) |
 | palette (P) without transparency | RGB | RGB |
 | CMYK | converted to RGB | RGB; the CMYK ICC profile is dropped (it does not describe RGB) |
 | 16-bit (I;16, I) or float (F) grayscale | scaled to 8 bits, grey | 8-bit grayscale |
 | 16-bit RGB(A) PNG | scaled to 8 bits, RGB | RGB |
-| animated (several frames) | refused with a clear error | — |
+| a camera's MPO JPEG (the photo, then previews) | the first frame, the photo | RGB |
+| animated or multi-page (several frames; GIF, APNG, WebP, TIFF) | refused with a clear error | — |
 
 Output formats (``fmt``): ``png`` (default), ``jpeg`` (at a quality), and for
 ``--format keep`` also ``webp`` (lossless; Pillow writes grey as RGB with equal channels),
@@ -21,13 +23,17 @@ an input keeps.
 
 EXIF orientation is applied before protection (and the orientation tag dropped), so the
 output looks the same as the input in every viewer; the ICC profile and the remaining EXIF
-are carried over to PNG and JPEG outputs.
+are carried over to PNG and JPEG outputs. Of a TIFF input's tags only the descriptive ones
+(:data:`TIFF_EXIF_TAGS`: camera, date, author, copyright, resolution, the EXIF and GPS
+sub-directories) are carried, never its layout (sizes, strips, compression). JPEG holds
+at most 64 KB of EXIF: larger EXIF is left out of a JPEG output, with a note.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +72,37 @@ UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
 PNG_COMPRESS_LEVEL = 4
 #: modes whose images are grayscale: protected as grey and written as grayscale
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+#: the tags of a TIFF input's directory that are carried over as EXIF (the rest describe
+#: its own pixel layout: sizes, strips, compression, and its ICC profile again):
+#: description, make, model, orientation (applied, then dropped), resolution and its unit,
+#: software, date, artist, host, copyright, and the pointers to the EXIF and GPS sub-directories
+TIFF_EXIF_TAGS = frozenset(
+    (
+        0x010E,
+        0x010F,
+        0x0110,
+        0x0112,
+        0x011A,
+        0x011B,
+        0x0128,
+        0x0131,
+        0x0132,
+        0x013B,
+        0x013C,
+        0x8298,
+        0x8769,
+        0x8825,
+    )
+)
+#: the most EXIF a JPEG file can hold (one APP1 segment), as Pillow counts it
+JPEG_MAX_EXIF = 65533
+#: formats whose extra frames are not animation: a camera's MPO JPEG holds the photo, then
+#: previews or depth maps; the first frame is the photo
+FIRST_FRAME_FORMATS = ("MPO",)
+# Image.open is done under this lock: it turns Pillow's decompression-bomb warning into an
+# error through the process-wide warnings filters, which two threads (the web server's)
+# must not change at once (their exits could restore each other's state).
+_OPEN_LOCK = threading.Lock()
 
 
 def keep_format(source: str | os.PathLike) -> tuple[str, str]:
@@ -146,35 +183,39 @@ def load_image(
     if name is None:
         name = "image" if hasattr(source, "read") else str(path)
     try:
-        with warnings.catch_warnings():
+        with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=formats) as im:
-                if max_pixels is not None and im.width * im.height > max_pixels:
-                    raise ImageTooLargeError(
-                        f"{name}: {im.width}x{im.height} is {im.width * im.height:,} pixels, "
-                        f"over the limit of {max_pixels:,}"
-                    )
-                if getattr(im, "n_frames", 1) > 1:
-                    raise ImageReadError(
-                        f"{name}: animated image ({im.n_frames} frames) is not supported; "
-                        "export the frame you want as a still image"
-                    )
-                im.load()
-                icc = im.info.get("icc_profile")
-                exif = im.getexif()
-                im = ImageOps.exif_transpose(im)
-                notes: list[str] = []
-                mode = im.mode
-                alpha = None
-                if mode == "P" and "transparency" in im.info:
-                    im = im.convert("RGBA")
-                if im.mode in ("RGBA", "LA", "PA"):
-                    alpha = np.asarray(im.getchannel("A")).copy()
-                    im = im.convert("RGB")
-                if mode == "CMYK":
-                    icc = None
-                rgb = _to_8bit_rgb(im, notes)
-                arr = np.asarray(rgb, dtype=np.uint8)
+            opened = Image.open(path, formats=formats)
+        with opened as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{name}: {im.width}x{im.height} is {im.width * im.height:,} pixels, "
+                    f"over the limit of {max_pixels:,}"
+                )
+            if getattr(im, "n_frames", 1) > 1 and im.format not in FIRST_FRAME_FORMATS:
+                raise ImageReadError(
+                    f"{name}: {im.n_frames} frames (an animated or multi-page image) are "
+                    "not supported; export the frame you want as a still image"
+                )
+            im.load()
+            icc = im.info.get("icc_profile")
+            exif = im.getexif()
+            if im.format == "TIFF":
+                for tag in [t for t in exif if t not in TIFF_EXIF_TAGS]:
+                    del exif[tag]
+            im = ImageOps.exif_transpose(im)
+            notes: list[str] = []
+            mode = im.mode
+            alpha = None
+            if mode in ("P", "L", "RGB") and "transparency" in im.info:
+                im = im.convert("LA" if mode == "L" else "RGBA")
+            if im.mode in ("RGBA", "LA", "PA"):
+                alpha = np.asarray(im.getchannel("A")).copy()
+                im = im.convert("RGB")
+            if mode == "CMYK":
+                icc = None
+            rgb = _to_8bit_rgb(im, notes)
+            arr = np.asarray(rgb, dtype=np.uint8)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -224,7 +265,15 @@ def _encoded(image: LoadedImage, rgb: Tensor, fmt: str, quality: int) -> tuple[I
         # A TIFF input's EXIF holds its own layout tags (bits per sample, CMYK, strips), which
         # would describe the new pixels wrongly: TIFF outputs keep the ICC profile only.
         if image.exif and fmt != "tiff":
-            kwargs["exif"] = image.exif
+            if fmt == "jpeg" and len(image.exif) > JPEG_MAX_EXIF:
+                note = (
+                    f"its EXIF ({len(image.exif):,} bytes) is over the {JPEG_MAX_EXIF:,} bytes "
+                    "a JPEG file holds and was left out; PNG keeps it"
+                )
+                if note not in image.notes:
+                    image.notes.append(note)
+            else:
+                kwargs["exif"] = image.exif
     if fmt == "png":
         kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "jpeg":

@@ -117,6 +117,9 @@ class Summary:
     verdicts: dict[Path, Verdict] = field(default_factory=dict)
     #: per written image (by source): the index of the target its perturbation was chosen for
     targets: dict[Path, int] = field(default_factory=dict)
+    #: per written image (by source) with any: what reading or writing it changed besides
+    #: the perturbation (16 bits scaled to 8, CMYK converted, EXIF left out of a JPEG)
+    notes: dict[Path, list[str]] = field(default_factory=dict)
 
     def line(self) -> str:
         n = len(self.written)
@@ -177,7 +180,9 @@ def plan(
     """Map inputs (files, folders searched recursively, globs) to output files.
 
     Files found in a folder keep their path relative to it; loose files go to ``out_dir``
-    directly. Files inside ``out_dir`` are never taken as inputs. ``fmt`` is ``png``,
+    directly. Files that a folder or a glob finds inside ``out_dir`` are not taken (a
+    second run must not protect the first one's outputs); a file named on its own is, and
+    is refused only where its output would be the file itself. ``fmt`` is ``png``,
     ``jpeg`` or ``keep`` (each input's own format, :func:`output_format`). Inputs that
     would share an output name get distinct ones (:func:`_distinct`); the same file named
     twice is protected once.
@@ -190,8 +195,8 @@ def plan(
     def under_out(p: Path) -> bool:
         return p.resolve() == out_abs or out_abs in p.resolve().parents
 
-    def add(src: Path, rel: Path) -> None:
-        if under_out(src) or src.resolve() in seen_sources:
+    def add(src: Path, rel: Path, found: bool = True) -> None:
+        if (found and under_out(src)) or src.resolve() in seen_sources:
             return
         seen_sources.add(src.resolve())
         out_fmt, suffix = output_format(src, fmt)
@@ -204,7 +209,7 @@ def plan(
                 if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS:
                     add(f, f.relative_to(p))
         elif p.is_file():
-            add(p, Path(p.name))
+            add(p, Path(p.name), found=False)
         else:
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             files = [m for m in matches if m.is_file()]
@@ -269,10 +274,15 @@ def protect_files(
             summary.targets[job.source] = int(target[0])
             save_image(image, out, job.dest, fmt or job.fmt, quality, overwrite=overwrite)
             summary.written.append(job.dest)
+            if image.notes:
+                summary.notes[job.source] = list(image.notes)
             summary.verdicts[job.source] = _verdict(protector, image.rgb[None], out[None], verdict)
         except (ImageReadError, OSError) as e:
             why, prefix = str(e), f"{job.source}: "  # the caller prints the path once
             summary.failed.append((job.source, why.removeprefix(prefix)))
+        except Exception as e:  # noqa: BLE001 - one image's failure is not the batch's end
+            # (out of memory on one huge image, a metadata the writer refuses, ...)
+            summary.failed.append((job.source, f"{type(e).__name__}: {e}"))
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -261,3 +261,94 @@ def test_tiny_and_thin_images(tmp_path):
     for size in [(1, 1), (1, 300), (300, 2)]:
         Image.fromarray(_rgb(*size)).save(tmp_path / "t.png")
         assert load_image(tmp_path / "t.png").rgb.shape == (3, *size)
+
+
+@needs_data
+def test_tiff_layout_tags_stay_behind_and_large_exif_is_left_out_of_jpeg(model, tmp_path, capsys):
+    """A TIFF input's layout tags (sizes, strips, compression, its ICC again) are not
+    carried into the output's EXIF, its descriptive ones are; EXIF over the 64 KB a JPEG
+    holds is left out of a JPEG output with a note, and kept in PNG."""
+    src = tmp_path / "in"
+    src.mkdir()
+    tiff = Image.fromarray(_rgb(30, 50))
+    tiff.save(src / "scan.tif", tiffinfo={0x010F: "ScanCo", 0x8298: "(c) the artist"})
+    big = Image.Exif()
+    big[0x010E] = "x" * 70_000  # a 70 kB image description
+    Image.fromarray(_rgb(30, 50, seed=1)).save(src / "big.png", exif=big)
+    assert run(model, src, "--out", tmp_path / "png") == 0
+    exif = Image.open(tmp_path / "png" / "scan.png").getexif()
+    assert exif.get(0x010F) == "ScanCo" and exif.get(0x8298) == "(c) the artist"
+    assert not {0x0100, 0x0101, 0x0103, 0x0111, 0x0117} & set(exif), dict(exif)
+    assert len(Image.open(tmp_path / "png" / "big.png").getexif()[0x010E]) == 70_000
+    capsys.readouterr()
+    assert run(model, src, "--out", tmp_path / "jpg", "--format", "jpeg") == 0
+    err = capsys.readouterr().err
+    assert f"{src / 'big.png'}: note: its EXIF (" in err and "was left out" in err
+    assert "2 protected" in err and "Traceback" not in err
+    assert 0x010E not in Image.open(tmp_path / "jpg" / "big.jpg").getexif()
+    assert Image.open(tmp_path / "jpg" / "scan.jpg").getexif().get(0x010F) == "ScanCo"
+
+
+@needs_data
+def test_camera_mpo_is_its_first_frame_and_a_colour_key_becomes_alpha(model, tmp_path):
+    photo, preview = _rgb(48, 64), _rgb(12, 16, seed=3)
+    Image.fromarray(photo).save(
+        tmp_path / "camera.jpg", "MPO", save_all=True, append_images=[Image.fromarray(preview)]
+    )
+    assert Image.open(tmp_path / "camera.jpg").n_frames == 2
+    key = _rgb(40, 56, seed=4)
+    key[:10] = (0, 255, 0)  # the transparent colour
+    Image.fromarray(key).save(tmp_path / "key.png", transparency=(0, 255, 0))
+    grey = key[..., 1].copy()
+    Image.fromarray(grey, "L").save(tmp_path / "greykey.png", transparency=255)
+    assert run(model, tmp_path, "--out", tmp_path / "out") == 0
+    out = Image.open(tmp_path / "out" / "camera.png")
+    assert out.size == (64, 48)
+    first = np.asarray(Image.open(tmp_path / "camera.jpg").convert("RGB")).astype(int)
+    assert np.abs(np.asarray(out).astype(int) - first).max() <= EIGHT
+    rgba = Image.open(tmp_path / "out" / "key.png")
+    assert rgba.mode == "RGBA"
+    alpha = np.asarray(rgba)[..., 3]
+    assert (alpha[:10] == 0).all() and (alpha[10:] == 255).all()
+    la = Image.open(tmp_path / "out" / "greykey.png")
+    assert la.mode == "LA" and np.array_equal(np.asarray(la)[..., 1], np.where(grey == 255, 0, 255))
+
+
+@needs_data
+def test_a_file_named_inside_out_is_protected_unless_it_is_its_own_output(model, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.fromarray(_rgb()).save(out / "photo.jpg", quality=98)
+    Image.fromarray(_rgb(seed=1)).save(out / "own.png")
+    assert run(model, out / "photo.jpg", "--out", out) == 0  # named on its own: taken
+    assert (out / "photo.png").exists()
+    capsys.readouterr()
+    assert run(model, out / "own.png", "--out", out) == 1
+    assert "output would overwrite the input" in capsys.readouterr().err
+    capsys.readouterr()
+    assert run(model, out, "--out", out / "again") == 0  # a folder scan skips --out's tree
+    assert run(model, out, "--out", out / "again", "--skip-existing") == 0
+    names = sorted(p.name for p in (out / "again").iterdir())
+    assert names == ["own.png", "photo.png", "photo_jpg.png"]  # no again/again
+
+
+@needs_data
+def test_an_unexpected_error_on_one_image_is_reported_and_the_batch_goes_on(
+    model, tmp_path, capsys, monkeypatch
+):
+    from fastprotect.protector import Protector
+
+    real = Protector.protect
+
+    def failing(self, x, *args, **kwargs):
+        if x.shape[-1] == 13:
+            raise RuntimeError("can't allocate memory: you tried to allocate 3221225472 bytes")
+        return real(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(Protector, "protect", failing)
+    Image.fromarray(_rgb(20, 13)).save(tmp_path / "a_huge.png")
+    Image.fromarray(_rgb()).save(tmp_path / "b_fine.png")
+    assert run(model, tmp_path, "--out", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "a_huge.png: RuntimeError: can't allocate memory" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_fine.png"]
