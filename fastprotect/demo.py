@@ -64,9 +64,15 @@ def _resize_longer(x: Tensor, side: int) -> Tensor:
 
 
 def _crop16(x: Tensor) -> Tensor:
-    """Top-left crop to multiples of 16 px (at least 16)."""
+    """Top-left crop to multiples of 16 px; an image under 16 px on a side is first
+    enlarged (bilinear, isotropically) so that side is 16, as an attacker's resize would."""
     h, w = x.shape[-2:]
-    return x[..., : max(16, h // 16 * 16), : max(16, w // 16 * 16)]
+    if min(h, w) < 16:
+        s = 16 / min(h, w)
+        size = (max(16, round(h * s)), max(16, round(w * s)))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        h, w = size
+    return x[..., : h // 16 * 16, : w // 16 * 16]
 
 
 def _save(x: Tensor, path: Path) -> None:

@@ -16,9 +16,11 @@ scripts, fonts or images, so it works offline.
 
 Every request runs the same :class:`~fastprotect.protector.Protector` and the same writer as
 ``fastprotect protect`` (:func:`fastprotect.imageio.image_bytes`), so the same settings give
-byte-identical PNGs. At most ``MAX_ACTIVE_REQUESTS`` (2) requests are handled at once,
-from reading their body to answering (the others wait, unread), and the model protects
-one image at a time (a lock): memory stays bounded and each image gets every core.
+byte-identical PNGs. At most ``MAX_READING_UPLOADS`` (8) bodies are read at once, each
+dropped (408) when it sends nothing for ``UPLOAD_IDLE_SECONDS`` (30 s); then at most
+``MAX_ACTIVE_REQUESTS`` (2) requests are handled at once (the others wait with their body
+read), and the model protects one image at a time (a lock): memory stays bounded, a slow
+client never holds up the others' protection, and each image gets every core.
 
 Routes:
 
@@ -84,6 +86,12 @@ ZIP_MAX_ENTRIES = 2000
 #: concurrent 4096x4096 uploads peak at 2.3 GB, one at a time at 2.0 GB; with 1024x1024
 #: images two give 3.4 images/s against 2.7 for one.
 MAX_ACTIVE_REQUESTS = 2
+#: uploads read at once (each at most the upload limit, 64 MB by default, so at most
+#: 512 MB buffered); reading happens before a request takes one of the places above, so
+#: a client that sends slowly never holds up the others' protection
+MAX_READING_UPLOADS = 8
+#: an upload that sends nothing for this many seconds is refused (408), freeing its place
+UPLOAD_IDLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,12 @@ class UploadError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+def check_intensity(intensity: str) -> None:
+    """Refuse an unknown intensity (422), before any upload is read."""
+    if intensity not in INTENSITIES:
+        raise UploadError(f"unknown intensity {intensity!r}; one of {', '.join(INTENSITIES)}", 422)
 
 
 def finite(obj: Any) -> Any:
@@ -210,8 +224,11 @@ class Service:
         # the model file and its encoder are loaded once; each intensity shares them
         mop, self._doc = load_model(resolve_model(model))
         self._model = (encoder_from_identity(self._doc["encoder"]), mop)
-        # load the default setting now: a bad model file fails at start, not on first use
-        self.protector(DEFAULT_INTENSITY)
+        # every intensity now: a bad model file fails at start, not on first use, and the
+        # warnings machinery that collects the strength map's notes (process-wide state)
+        # never runs beside a request
+        for intensity in INTENSITIES:
+            self.protector(intensity)
         self.decoder = self._load_decoder() if decoder else None
 
     def _load_decoder(self) -> torch.nn.Module | None:
@@ -224,11 +241,8 @@ class Service:
             return None
 
     def protector(self, intensity: str) -> Protector:
-        """The protector of one intensity, built on first use."""
-        if intensity not in INTENSITIES:
-            raise UploadError(
-                f"unknown intensity {intensity!r}; one of {', '.join(INTENSITIES)}", 422
-            )
+        """The protector of one intensity (all are built when the service starts)."""
+        check_intensity(intensity)
         if intensity not in self._protectors:
             i = INTENSITIES[intensity]
             with fallback_notes() as notes:
@@ -314,7 +328,10 @@ class Service:
                 413,
             )
         images, skipped = [], []
-        total = 0
+        limit = self.max_upload_bytes
+        # every byte unpacked counts against the budget, an entry's that then fails (a bad
+        # CRC after 64 MB) too, so a small zip cannot keep the server unpacking
+        spent, budget = 0, 4 * limit
         for info in infos:
             name = info.filename
             base = PurePosixPath(name.replace("\\", "/")).name
@@ -326,28 +343,41 @@ class Service:
             if len(images) == ZIP_MAX_IMAGES:
                 skipped.append({"name": name, "reason": f"over {ZIP_MAX_IMAGES} images"})
                 continue
-            limit = self.max_upload_bytes
-            if info.file_size > limit or total + info.file_size > 4 * limit:
+            if spent >= budget:
+                skipped.append({"name": name, "reason": "the zip's unpacking budget is spent"})
+                continue
+            if info.file_size > limit or spent + info.file_size > budget:
                 skipped.append({"name": name, "reason": "too large once unpacked"})
                 continue
+            chunks: list[bytes] = []
+            size = 0
             try:
                 with zf.open(info) as f:
-                    content = f.read(limit + 1)  # headers can lie: never read past the cap
+                    # headers can lie: never read past the cap or the budget
+                    while size <= limit and spent + size <= budget:
+                        chunk = f.read(2**20)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+                        size += len(chunk)
             except Exception as e:  # noqa: BLE001 - zlib, lzma, bz2, CRC: this entry only
+                spent += size
                 skipped.append(
                     {"name": name, "reason": f"cannot be unpacked ({type(e).__name__}: {e})"}
                 )
                 continue
-            if len(content) > limit:
+            spent += size
+            if size > limit or spent > budget:
                 skipped.append({"name": name, "reason": "too large once unpacked"})
                 continue
-            total += len(content)
-            images.append({"name": name, "data_base64": _b64(content)})
-        if len(skipped) > 50:
-            skipped = [*skipped[:50], {"name": "...", "reason": f"{len(skipped) - 50} more"}]
+            images.append({"name": name, "data_base64": _b64(b"".join(chunks))})
+            del chunks
+        n_skipped = len(skipped)
+        if n_skipped > 50:
+            skipped = [*skipped[:50], {"name": "...", "reason": f"{n_skipped - 50} more"}]
         if not images:
             why = "; ".join(f"{s['name']}: {s['reason']}" for s in skipped[:3])
-            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            more = f" and {n_skipped - 3} more" if n_skipped > 3 else ""
             raise UploadError(
                 "the zip file holds no image to protect" + (f" ({why}{more})" if why else "")
             )
@@ -394,20 +424,41 @@ def create_app(service: Service):
     async def _failed(request: Request, e: Exception):  # the next request is still served
         return JSONResponse({"error": f"internal error ({type(e).__name__}: {e})"}, 500)
 
+    # Admission: at most MAX_READING_UPLOADS bodies are read at once, each refused when it
+    # passes the upload limit or sends nothing for UPLOAD_IDLE_SECONDS; then at most
+    # MAX_ACTIVE_REQUESTS requests are handled at once (the model runs one image at a time
+    # within), the others waiting with their body read.
+    reading = asyncio.Semaphore(MAX_READING_UPLOADS)
+    active = asyncio.Semaphore(MAX_ACTIVE_REQUESTS)
+
     async def body(request: Request) -> bytes:
-        """The request body, refused as soon as it passes the upload limit."""
+        """The request body, refused as soon as it passes the upload limit or stalls."""
         limit = service.max_upload_bytes
         too_big = UploadError(f"the upload is over the limit of {limit / 2**20:.3g} MB", 413)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise too_big
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
+        async with reading:
+            stream = request.stream().__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(stream), UPLOAD_IDLE_SECONDS)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise UploadError(
+                        f"the upload stalled: nothing arrived for {UPLOAD_IDLE_SECONDS:g} s", 408
+                    ) from None
+                size += len(chunk)
+                if size > limit:
+                    raise too_big
+                chunks.append(chunk)
         return b"".join(chunks)
+
+    async def json_response(content: dict) -> JSONResponse:
+        """JSON encoded off the event loop (an unzip answer can hold 256 MB of base64)."""
+        return await run_in_threadpool(lambda: JSONResponse(finite(content)))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
@@ -421,10 +472,6 @@ def create_app(service: Service):
     def config() -> dict:
         return service.config()
 
-    # Admission: at most MAX_ACTIVE_REQUESTS requests between reading their body and
-    # answering; the others wait unread. Within, the model runs one image at a time.
-    active = asyncio.Semaphore(MAX_ACTIVE_REQUESTS)
-
     @app.post("/api/protect", openapi_extra=body_doc)
     async def protect(
         request: Request,
@@ -437,8 +484,9 @@ def create_app(service: Service):
         Answers the protected PNG (what ``fastprotect protect`` writes with the same
         intensity), or with ``metrics=true`` JSON: ``png_base64`` and the ``metrics`` of the
         demo report (PSNR, SSIM, largest change, disruption, verdict) plus the latent pull."""
+        check_intensity(intensity)
+        data = await body(request)
         async with active:
-            data = await body(request)
             png, _, x, x_hat, target = await run_in_threadpool(
                 service.protect, data, intensity, name
             )
@@ -451,51 +499,48 @@ def create_app(service: Service):
                     headers={"Content-Disposition": disposition(filename)},
                 )
             m, _ = await run_in_threadpool(service.metrics, x, x_hat, intensity, False, target)
-            return JSONResponse(
-                finite(
-                    {
-                        "name": filename,
-                        "intensity": intensity,
-                        "metrics": m,
-                        "png_base64": _b64(png),
-                    }
-                )
+            return await json_response(
+                {"name": filename, "intensity": intensity, "metrics": m, "png_base64": _b64(png)}
             )
 
     @app.post("/api/inspect", openapi_extra=body_doc)
     async def inspect(request: Request, intensity: str = DEFAULT_INTENSITY, name: str = "image"):
         """What the page shows for one image: the protected PNG (base64), the figures at the
         attacker's view as PNG data URLs (original, protected, amplified difference and,
-        where the decoder is present, the attacker's reconstructions of both), metrics."""
+        where the decoder is present, the attacker's reconstructions of both), metrics. For
+        a TIFF upload, which browsers do not show, also ``original_png_base64``: the
+        original as it was protected (8-bit, orientation applied), at its own size."""
+        check_intensity(intensity)
+        data = await body(request)
         async with active:
-            data = await body(request)
             png, image, x, x_hat, target = await run_in_threadpool(
                 service.protect, data, intensity, name
             )
+            tiff = data[:4] in (b"II*\x00", b"MM\x00*")
             del data
             m, figures = await run_in_threadpool(service.metrics, x, x_hat, intensity, True, target)
-            return JSONResponse(
-                finite(
-                    {
-                        "name": protected_name(name),
-                        "intensity": intensity,
-                        "width": int(x.shape[-1]),
-                        "height": int(x.shape[-2]),
-                        "notes": image.notes,
-                        "metrics": m,
-                        "figures": figures,
-                        "png_base64": _b64(png),
-                    }
-                )
-            )
+            answer = {
+                "name": protected_name(name),
+                "intensity": intensity,
+                "width": int(x.shape[-1]),
+                "height": int(x.shape[-2]),
+                "notes": image.notes,
+                "metrics": m,
+                "figures": figures,
+                "png_base64": _b64(png),
+            }
+            if tiff:
+                original = await run_in_threadpool(image_bytes, image, image.rgb, "png")
+                answer["original_png_base64"] = _b64(original)
+            return await json_response(answer)
 
     @app.post("/api/unzip", openapi_extra=body_doc)
     async def unzip(request: Request):
         """The images inside a zip file (base64, at most ``zip_max_images``), and what was
         skipped and why."""
+        data = await body(request)
         async with active:
-            data = await body(request)
-            return JSONResponse(await run_in_threadpool(service.unzip, data))
+            return await json_response(await run_in_threadpool(service.unzip, data))
 
     return app
 

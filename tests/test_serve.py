@@ -121,7 +121,7 @@ BAD_UPLOADS = {
     "decompression bomb": (_bomb(), 400, "decompression bomb"),
     "over the pixel limit": (_png(_rgb(300, 300)), 413, "over the limit of 40,000"),
     "oversize upload": (b"\x89PNG" + bytes(400_000), 413, "over the limit of 0.286 MB"),
-    "animated gif": (_animated(), 400, "animated image (2 frames)"),
+    "animated gif": (_animated(), 400, "2 frames (an animated or multi-page image)"),
 }
 
 
@@ -188,6 +188,132 @@ def test_unknown_intensity_is_refused(client):
     assert (
         r.json()["error"] == "unknown intensity 'max'; one of lighter, default, stronger, strongest"
     )
+
+
+@needs_data
+def test_unknown_intensity_is_refused_before_the_body_is_read(model):
+    app = create_app(Service(str(model), decoder=False))
+    sent = _asgi(app, "/api/protect", b"intensity=max", [b"ab"], stall=True, timeout=5)
+    assert sent[0]["status"] == 422 and b"unknown intensity" in sent[1]["body"]
+
+
+def _asgi(app, path, query, chunks, stall=False, timeout=5.0):
+    """Call the ASGI ``app`` directly with a POST whose body arrives as ``chunks`` and
+    then, with ``stall``, never ends; the messages the app sent."""
+    import asyncio
+
+    async def call():
+        pending = list(chunks)
+        sent = []
+
+        async def receive():
+            if pending:
+                return {"type": "http.request", "body": pending.pop(0), "more_body": True}
+            if stall:
+                await asyncio.Event().wait()
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query,
+            "server": ("test", 80),
+            "client": ("test", 1),
+            "headers": [(b"content-length", b"100000")],
+        }
+        await asyncio.wait_for(app(scope, receive, send), timeout)
+        return sent
+
+    return asyncio.run(call())
+
+
+@needs_data
+def test_stalled_uploads_are_dropped_and_do_not_hold_up_the_others(model, monkeypatch):
+    import asyncio
+
+    import fastprotect.serve as serve
+
+    monkeypatch.setattr(serve, "UPLOAD_IDLE_SECONDS", 1.0)
+    app = create_app(Service(str(model), decoder=False))
+    png = _png(_rgb())
+
+    async def scenario():
+        # more stalled uploads than requests handled at once, then a real one
+        stalled = [
+            asyncio.to_thread(_asgi, app, "/api/protect", b"", [b"ab"], True, 10)
+            for _ in range(serve.MAX_ACTIVE_REQUESTS + 1)
+        ]
+        tasks = [asyncio.ensure_future(t) for t in stalled]
+        await asyncio.sleep(0.2)
+        start = time.perf_counter()
+        ok = await asyncio.to_thread(_asgi, app, "/api/protect", b"", [png], False, 10)
+        served_after = time.perf_counter() - start
+        return ok, served_after, await asyncio.gather(*tasks)
+
+    ok, served_after, refused = asyncio.run(scenario())
+    assert ok[0]["status"] == 200 and ok[1]["body"].startswith(b"\x89PNG")
+    assert served_after < 1.0  # before the stalled ones were dropped
+    for sent in refused:
+        assert sent[0]["status"] == 408
+        assert b"the upload stalled: nothing arrived for 1 s" in sent[1]["body"]
+
+
+@needs_data
+def test_inspect_and_metrics_work_on_images_a_few_pixels_thin(client):
+    for h, w in [(1, 1), (3, 180), (180, 3), (7, 9)]:
+        r = client.post("/api/inspect?name=thin.png", content=_png(_rgb(h, w)))
+        assert r.status_code == 200, (h, w, r.text)
+        m = r.json()["metrics"]
+        assert m["ssim"] <= 1 and m["max_change_levels"] <= EIGHT
+        r = client.post("/api/protect?metrics=true", content=_png(_rgb(h, w)))
+        assert r.status_code == 200, (h, w, r.text)
+
+
+@needs_data
+def test_inspect_sends_a_tiffs_original_as_png(client):
+    rgb = _rgb(30, 50)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "TIFF")
+    body = client.post("/api/inspect?name=scan.tif", content=buf.getvalue()).json()
+    original = Image.open(io.BytesIO(base64.b64decode(body["original_png_base64"])))
+    assert original.format == "PNG" and np.array_equal(np.asarray(original), rgb)
+    png = client.post("/api/inspect?name=a.png", content=_png(rgb)).json()
+    assert "original_png_base64" not in png
+
+
+@needs_data
+def test_unzip_counts_what_failed_entries_unpacked_and_every_skipped_entry(client):
+    """Entries that unpack fully and then fail their CRC spend the zip's budget (4 times
+    the upload limit, 1.2 MB here) like the others: a small zip cannot keep the server
+    unpacking. The refusal counts every skipped entry."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for k in range(8):
+            z.writestr(f"{k}.png", bytes(290_000))  # 290 kB of zeros: a few hundred bytes
+    raw = bytearray(buf.getvalue())
+    at = raw.find(b"PK\x01\x02")
+    while at >= 0:  # every central-directory CRC set wrong
+        raw[at + 16 : at + 20] = b"\x00\x00\x00\x00"
+        at = raw.find(b"PK\x01\x02", at + 4)
+    r = client.post("/api/unzip", content=bytes(raw))
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error.count("cannot be unpacked") == 3 and error.endswith("and 5 more)"), error
+    many = io.BytesIO()
+    with zipfile.ZipFile(many, "w") as z:
+        for k in range(100):
+            z.writestr(f"{k}.txt", b"")
+    r = client.post("/api/unzip", content=many.getvalue())
+    assert r.json()["error"].endswith("2.txt: not an image file name and 97 more)")
 
 
 @needs_data
@@ -402,6 +528,15 @@ def test_page_in_a_real_browser(live_server, tmp_path):
             assert page.locator(".card").count() == 2
             assert "strongest" in page.inner_text(".card >> nth=1")
             assert "notes.txt: skipped, not an image file name" in page.inner_text("#errors")
+            # a TIFF, which the browser cannot show: its original at its own size all the same
+            scan = tmp_path / "scan.tif"
+            Image.fromarray(rgb[:250, :370]).save(scan, "TIFF")  # the page's copy: 368 x 240
+            page.set_input_files("#files", str(scan))
+            page.wait_for_selector("text=1 of 1 image protected", timeout=60_000)
+            shown = page.eval_on_selector(
+                ".card .pair img", "i => i.complete && [i.naturalWidth, i.naturalHeight]"
+            )
+            assert shown == [370, 250]
         finally:
             browser.close()
     out = np.asarray(Image.open(got)).astype(int)

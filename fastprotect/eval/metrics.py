@@ -39,8 +39,10 @@ def ssim(x: Tensor, y: Tensor, window_size: int = 11) -> Tensor:
     """Mean SSIM of each image of ``y`` against ``x`` (Gaussian window, kornia). Inputs are
     made contiguous (NCHW) first: a decoded image is a permuted, channels-last view, which
     kornia's depthwise filters handle more slowly (one 512x512 image on 2 cores: 0.117 s ->
-    0.016 s, ``tools/bench_report_passes.py``)."""
+    0.016 s, ``tools/bench_report_passes.py``). On an image under ``window_size // 2 + 1``
+    px on a side the window shrinks to the largest odd size the image pads to (1 px: 1)."""
     x, y = x.contiguous(), y.contiguous()
+    window_size = min(window_size, 2 * min(x.shape[-2:]) - 1)
     return kornia.metrics.ssim(x, y, window_size, max_val=1.0).flatten(1).mean(1)
 
 
