@@ -40,9 +40,30 @@ def atomic_output(
         if overwrite:
             os.replace(tmp, dest)
         else:
-            os.link(tmp, dest)
+            _move_without_overwriting(Path(tmp), dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _move_without_overwriting(tmp: Path, dest: Path) -> None:
+    """Move ``tmp`` to ``dest`` unless ``dest`` exists (``FileExistsError``): one atomic
+    hard link where the file system has them; where it has none (FAT, exFAT, some network
+    shares) ``dest`` is claimed by an exclusive create and then replaced, so it is empty for
+    a moment but never overwritten."""
+    try:
+        os.link(tmp, dest)
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here
+        pass
+    fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # FileExistsError if taken
+    os.close(fd)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
 
 
 def next_free(path: str | os.PathLike) -> Path:

@@ -180,12 +180,13 @@ def plan(
     """Map inputs (files, folders searched recursively, globs) to output files.
 
     Files found in a folder keep their path relative to it; loose files go to ``out_dir``
-    directly. Files that a folder or a glob finds inside ``out_dir`` are not taken (a
-    second run must not protect the first one's outputs); a file named on its own is, and
-    is refused only where its output would be the file itself. ``fmt`` is ``png``,
-    ``jpeg`` or ``keep`` (each input's own format, :func:`output_format`). Inputs that
-    would share an output name get distinct ones (:func:`_distinct`); the same file named
-    twice is protected once.
+    directly. A glob takes the image files it matches (by suffix, as a folder scan does)
+    and the folders it matches, each kept under its own name. Files that a folder or a
+    glob finds inside ``out_dir`` are not taken (a second run must not protect the first
+    one's outputs); a file named on its own is, and is refused only where its output would
+    be the file itself. ``fmt`` is ``png``, ``jpeg`` or ``keep`` (each input's own format,
+    :func:`output_format`). Inputs that would share an output name get distinct ones
+    (:func:`_distinct`); the same file named twice is protected once.
     """
     out_abs = out_dir.resolve()
     jobs: list[Job] = []
@@ -202,21 +203,30 @@ def plan(
         out_fmt, suffix = output_format(src, fmt)
         jobs.append(Job(src, out_dir / rel.with_suffix(suffix), out_fmt))
 
+    def scan(folder: Path, into: Path) -> None:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS:
+                add(f, into / f.relative_to(folder))
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS:
-                    add(f, f.relative_to(p))
+            scan(p, Path())
         elif p.is_file():
             add(p, Path(p.name), found=False)
         else:
+            # a glob takes what a folder scan would: image files, and folders (kept by name)
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            files = [m for m in matches if m.is_file()]
-            if not files:
+            files = [m for m in matches if m.is_file() and m.suffix.lower() in PROTECT_EXTENSIONS]
+            folders = [m for m in matches if m.is_dir()]
+            if not matches:
                 problems.append((p, "no such file, folder or matching glob"))
+            elif not files and not folders:
+                problems.append((p, "the glob matches no image file (by its suffix)"))
             for f in files:
                 add(f, Path(f.name))
+            for folder in folders:
+                scan(folder, Path(folder.name))
     unique: list[Job] = []
     for job in _distinct(jobs):
         if job.dest.resolve() == job.source.resolve():

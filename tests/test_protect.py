@@ -352,3 +352,19 @@ def test_an_unexpected_error_on_one_image_is_reported_and_the_batch_goes_on(
     err = capsys.readouterr().err
     assert "a_huge.png: RuntimeError: can't allocate memory" in err and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_fine.png"]
+
+
+@needs_data
+def test_a_glob_takes_image_files_and_folders_as_a_folder_scan_does(model, tmp_path, capsys):
+    src = tmp_path / "photos"
+    (src / "trip").mkdir(parents=True)
+    Image.fromarray(_rgb()).save(src / "a.png")
+    Image.fromarray(_rgb(seed=1)).save(src / "trip" / "a.png")
+    (src / ".DS_Store").write_bytes(b"\x00\x00")
+    (src / "notes.txt").write_text("not an image")
+    assert run(model, f"{src}/*", "--out", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "2 protected, 0 skipped, 0 failed" in err and "notes.txt" not in err
+    assert (tmp_path / "out" / "a.png").exists() and (tmp_path / "out" / "trip" / "a.png").exists()
+    assert run(model, f"{src}/*.txt", "--out", tmp_path / "out2") == 1
+    assert "the glob matches no image file" in capsys.readouterr().err
