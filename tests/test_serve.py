@@ -537,6 +537,36 @@ def test_page_in_a_real_browser(live_server, tmp_path):
                 ".card .pair img", "i => i.complete && [i.naturalWidth, i.naturalHeight]"
             )
             assert shown == [370, 250]
+            # a chosen folder: its images (searched recursively), named by their path
+            album = tmp_path / "album"
+            (album / "trip").mkdir(parents=True)
+            (album / "a.png").write_bytes(_png(rgb[:64, :64]))
+            (album / "trip" / "b.png").write_bytes(_png(rgb[64:128, :64]))
+            (album / "notes.txt").write_text("not an image")
+            page.set_input_files("#folder", str(album))
+            page.wait_for_selector("text=2 of 2 images protected", timeout=60_000)
+            titles = sorted(page.locator(".card h2").all_inner_texts())
+            assert [t.split("\n")[0] for t in titles] == ["album/a.png", "album/trip/b.png"]
+            assert page.inner_text("#errors") == ""
+            # a dropped folder (a browser's entries, made by hand: no drag in a test)
+            names = page.evaluate(
+                """async () => {
+                  const file = (path) => ({isFile: true, isDirectory: false, fullPath: path,
+                    name: path.split("/").pop(), file: (ok) => ok(new File(["x"], "f"))});
+                  const dir = (path, children) => {
+                    let given = false;
+                    return {isFile: false, isDirectory: true, fullPath: path,
+                      name: path.split("/").pop(), createReader: () => ({readEntries: (ok) => {
+                        ok(given ? [] : children); given = true; }})};
+                  };
+                  const tree = dir("/art", [file("/art/a.PNG"), file("/art/.hidden.png"),
+                    file("/art/readme.txt"), dir("/art/old", [file("/art/old/b.jpg")])]);
+                  const files = await dropped({items: [{webkitGetAsEntry: () => tree}],
+                                               files: []});
+                  return files.map((f) => f.name);
+                }"""
+            )
+            assert names == ["art/a.PNG", "art/old/b.jpg"]
         finally:
             browser.close()
     out = np.asarray(Image.open(got)).astype(int)
