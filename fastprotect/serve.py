@@ -16,11 +16,12 @@ scripts, fonts or images, so it works offline.
 
 Every request runs the same :class:`~fastprotect.protector.Protector` and the same writer as
 ``fastprotect protect`` (:func:`fastprotect.imageio.image_bytes`), so the same settings give
-byte-identical PNGs. At most ``MAX_READING_UPLOADS`` (8) bodies are read at once, each
-dropped (408) when it sends nothing for ``UPLOAD_IDLE_SECONDS`` (30 s); then at most
-``MAX_ACTIVE_REQUESTS`` (2) requests are handled at once (the others wait with their body
-read), and the model protects one image at a time (a lock): memory stays bounded, a slow
-client never holds up the others' protection, and each image gets every core.
+byte-identical PNGs. At most ``MAX_ADMITTED_REQUESTS`` (8) requests are admitted at once,
+from reading their body to answering (the others wait, unread); a body that sends nothing
+for 30 s or is not complete after 300 s is refused (408). Within, at most
+``MAX_ACTIVE_REQUESTS`` (2) are handled at once (the others wait with their body read),
+and the model protects one image at a time (a lock): memory stays bounded, a slow client
+never holds up the others' protection, and each image gets every core.
 
 Routes:
 
@@ -44,6 +45,7 @@ import math
 import sys
 import threading
 import zipfile
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import PurePosixPath
@@ -81,17 +83,24 @@ DEFAULT_MAX_UPLOAD_MB = 64
 ZIP_MAX_IMAGES = 200
 #: zip files with more entries (files and folders) are refused unread
 ZIP_MAX_ENTRIES = 2000
-#: requests handled at once, from reading the body to the answer; more wait their turn
-#: before their body is read, which bounds memory. Measured (tools/load_serve.py): two
-#: concurrent 4096x4096 uploads peak at 2.3 GB, one at a time at 2.0 GB; with 1024x1024
-#: images two give 3.4 images/s against 2.7 for one.
+#: requests handled at once, from decoding to the answer; more wait their turn with their
+#: body read (at most MAX_ADMITTED_REQUESTS in all), which bounds memory. Measured
+#: (tools/load_serve.py): two concurrent 4096x4096 uploads peak at 2.3 GB, one at a time
+#: at 2.0 GB; with 1024x1024 images two give 3.4 images/s against 2.7 for one.
 MAX_ACTIVE_REQUESTS = 2
-#: uploads read at once (each at most the upload limit, 64 MB by default, so at most
-#: 512 MB buffered); reading happens before a request takes one of the places above, so
-#: a client that sends slowly never holds up the others' protection
-MAX_READING_UPLOADS = 8
-#: an upload that sends nothing for this many seconds is refused (408), freeing its place
+#: requests admitted at once, from reading the body to the answer (each body at most the
+#: upload limit, 64 MB by default, so at most 512 MB of bodies held); the others wait
+#: unread. Admitted requests read their bodies at once and take one of the
+#: MAX_ACTIVE_REQUESTS places when read, so a client that sends slowly holds one of these
+#: places only, never the others' protection
+MAX_ADMITTED_REQUESTS = 8
+#: an upload that sends nothing for this many seconds is refused (408)
 UPLOAD_IDLE_SECONDS = 30.0
+#: an upload not complete after this many seconds is refused (408): 64 MB at 0.2 MB/s
+UPLOAD_DEADLINE_SECONDS = 300.0
+#: the first bytes of a TIFF (classic and BigTIFF, either byte order), which browsers do
+#: not show
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 @dataclass(frozen=True)
@@ -329,9 +338,11 @@ class Service:
             )
         images, skipped = [], []
         limit = self.max_upload_bytes
-        # every byte unpacked counts against the budget, an entry's that then fails (a bad
-        # CRC after 64 MB) too, so a small zip cannot keep the server unpacking
+        # what every entry unpacks counts against the budget, an entry's that then fails (a
+        # bad CRC after 64 MB) too, at its declared size (zipfile never unpacks more), so a
+        # small zip cannot keep the server unpacking
         spent, budget = 0, 4 * limit
+        spent_reason = f"the zip's unpacking budget ({budget / 2**20:.3g} MB) is spent"
         for info in infos:
             name = info.filename
             base = PurePosixPath(name.replace("\\", "/")).name
@@ -343,11 +354,11 @@ class Service:
             if len(images) == ZIP_MAX_IMAGES:
                 skipped.append({"name": name, "reason": f"over {ZIP_MAX_IMAGES} images"})
                 continue
-            if spent >= budget:
-                skipped.append({"name": name, "reason": "the zip's unpacking budget is spent"})
-                continue
-            if info.file_size > limit or spent + info.file_size > budget:
+            if info.file_size > limit:
                 skipped.append({"name": name, "reason": "too large once unpacked"})
+                continue
+            if spent + info.file_size > budget:
+                skipped.append({"name": name, "reason": spent_reason})
                 continue
             chunks: list[bytes] = []
             size = 0
@@ -361,14 +372,18 @@ class Service:
                         chunks.append(chunk)
                         size += len(chunk)
             except Exception as e:  # noqa: BLE001 - zlib, lzma, bz2, CRC: this entry only
-                spent += size
+                # the read that fails (at the CRC check, at the end) does not return its bytes
+                spent += max(size, info.file_size)
                 skipped.append(
                     {"name": name, "reason": f"cannot be unpacked ({type(e).__name__}: {e})"}
                 )
                 continue
             spent += size
-            if size > limit or spent > budget:
+            if size > limit:  # the header lied about the size
                 skipped.append({"name": name, "reason": "too large once unpacked"})
+                continue
+            if spent > budget:
+                skipped.append({"name": name, "reason": spent_reason})
                 continue
             images.append({"name": name, "data_base64": _b64(b"".join(chunks))})
             del chunks
@@ -424,36 +439,42 @@ def create_app(service: Service):
     async def _failed(request: Request, e: Exception):  # the next request is still served
         return JSONResponse({"error": f"internal error ({type(e).__name__}: {e})"}, 500)
 
-    # Admission: at most MAX_READING_UPLOADS bodies are read at once, each refused when it
-    # passes the upload limit or sends nothing for UPLOAD_IDLE_SECONDS; then at most
-    # MAX_ACTIVE_REQUESTS requests are handled at once (the model runs one image at a time
-    # within), the others waiting with their body read.
-    reading = asyncio.Semaphore(MAX_READING_UPLOADS)
+    # Admission: at most MAX_ADMITTED_REQUESTS requests between starting to read their body
+    # and answering (the others wait unread), each body refused when it passes the upload
+    # limit, sends nothing for UPLOAD_IDLE_SECONDS or is not complete after
+    # UPLOAD_DEADLINE_SECONDS; within, at most MAX_ACTIVE_REQUESTS are handled at once
+    # (the model runs one image at a time), the others waiting with their body read.
+    admitted = asyncio.Semaphore(MAX_ADMITTED_REQUESTS)
     active = asyncio.Semaphore(MAX_ACTIVE_REQUESTS)
 
     async def body(request: Request) -> bytes:
-        """The request body, refused as soon as it passes the upload limit or stalls."""
+        """The request body (of an admitted request), refused as soon as it passes the
+        upload limit, stalls, or takes too long."""
         limit = service.max_upload_bytes
         too_big = UploadError(f"the upload is over the limit of {limit / 2**20:.3g} MB", 413)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise too_big
         chunks, size = [], 0
-        async with reading:
-            stream = request.stream().__aiter__()
-            while True:
-                try:
-                    chunk = await asyncio.wait_for(anext(stream), UPLOAD_IDLE_SECONDS)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise UploadError(
-                        f"the upload stalled: nothing arrived for {UPLOAD_IDLE_SECONDS:g} s", 408
-                    ) from None
-                size += len(chunk)
-                if size > limit:
-                    raise too_big
-                chunks.append(chunk)
+        stream = request.stream().__aiter__()
+        deadline = asyncio.get_running_loop().time() + UPLOAD_DEADLINE_SECONDS
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                chunk = await asyncio.wait_for(anext(stream), min(UPLOAD_IDLE_SECONDS, left))
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                why = (
+                    f"nothing arrived for {UPLOAD_IDLE_SECONDS:g} s"
+                    if left > UPLOAD_IDLE_SECONDS
+                    else f"not complete after {UPLOAD_DEADLINE_SECONDS:g} s"
+                )
+                raise UploadError(f"the upload stalled: {why}", 408) from None
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
         return b"".join(chunks)
 
     async def json_response(content: dict) -> JSONResponse:
@@ -472,6 +493,15 @@ def create_app(service: Service):
     def config() -> dict:
         return service.config()
 
+    @asynccontextmanager
+    async def handling(request: Request):
+        """Admit the request, read its body, then wait for a place among the active ones;
+        the body inside."""
+        async with admitted:
+            data = await body(request)
+            async with active:
+                yield data
+
     @app.post("/api/protect", openapi_extra=body_doc)
     async def protect(
         request: Request,
@@ -485,8 +515,7 @@ def create_app(service: Service):
         intensity), or with ``metrics=true`` JSON: ``png_base64`` and the ``metrics`` of the
         demo report (PSNR, SSIM, largest change, disruption, verdict) plus the latent pull."""
         check_intensity(intensity)
-        data = await body(request)
-        async with active:
+        async with handling(request) as data:
             png, _, x, x_hat, target = await run_in_threadpool(
                 service.protect, data, intensity, name
             )
@@ -511,12 +540,11 @@ def create_app(service: Service):
         a TIFF upload, which browsers do not show, also ``original_png_base64``: the
         original as it was protected (8-bit, orientation applied), at its own size."""
         check_intensity(intensity)
-        data = await body(request)
-        async with active:
+        async with handling(request) as data:
             png, image, x, x_hat, target = await run_in_threadpool(
                 service.protect, data, intensity, name
             )
-            tiff = data[:4] in (b"II*\x00", b"MM\x00*")
+            tiff = data[:4] in TIFF_SIGNATURES
             del data
             m, figures = await run_in_threadpool(service.metrics, x, x_hat, intensity, True, target)
             answer = {
@@ -538,8 +566,7 @@ def create_app(service: Service):
     async def unzip(request: Request):
         """The images inside a zip file (base64, at most ``zip_max_images``), and what was
         skipped and why."""
-        data = await body(request)
-        async with active:
+        async with handling(request) as data:
             return await json_response(await run_in_threadpool(service.unzip, data))
 
     return app
