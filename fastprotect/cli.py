@@ -146,8 +146,9 @@ def _own(argv: Sequence[str]) -> int:
         "--format",
         choices=["png", "jpeg", "keep"],
         default="png",
-        help="png (lossless, keeps the protection whole), jpeg (at --quality; re-encoding "
-        "weakens the protection), or keep: each input's own format, lossless where that "
+        help="png (lossless, keeps the protection whole), jpeg (at --quality, without chroma "
+        "subsampling; below quality 95 it may weaken the protection), or keep: each input's "
+        "own format, lossless where that "
         "format allows, JPEG inputs as JPEG at --quality, GIF inputs as PNG "
         "(default: %(default)s)",
     )
@@ -500,15 +501,27 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _protect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .protect import JPEG_WARNING, plan, protect_files
+    from .protect import jpeg_warning, plan, protect_files
 
     protector, strength = _load_protector(args)
     if protector is None:
         return 2
     out = Path(args.out)
-    jobs, problems = plan(args.inputs, out, args.format)
-    if any(job.fmt == "jpeg" for job in jobs):
-        print(f"fastprotect: warning: {JPEG_WARNING}", file=sys.stderr)
+    inside_out: list[Path] = []
+    jobs, problems = plan(args.inputs, out, args.format, inside_out)
+    if inside_out:
+        shown = ", ".join(str(p) for p in inside_out[:3])
+        more = f" and {len(inside_out) - 3} more" if len(inside_out) > 3 else ""
+        print(
+            f"fastprotect: note: {len(inside_out)} input(s) inside the output folder {out} "
+            f"were not taken ({shown}{more}): an output folder is never read as input; "
+            "name another --out to protect them",
+            file=sys.stderr,
+        )
+        if not jobs and not problems:
+            return 1
+    if any(job.fmt == "jpeg" for job in jobs) and (warning := jpeg_warning(args.quality)):
+        print(f"fastprotect: warning: {warning}", file=sys.stderr)
     summary = protect_files(
         protector,
         jobs,

@@ -16,12 +16,14 @@ def atomic_output(
     """Yield a temporary path beside ``dest``; on success move it to ``dest``.
 
     The temporary file gets the usual permissions (``0666 & ~umask``), is removed on any
-    error, and never leaves a partial ``dest``.
+    error, and never leaves a partial ``dest`` (where the file system has no hard links
+    and ``overwrite`` is ``False``, a crash at the last step can leave it empty).
 
     Args:
         dest: the final file.
         overwrite: replace an existing ``dest``; ``False`` fails with ``FileExistsError``
-            instead (the check and the move are one atomic ``link``).
+            instead (the check and the move are one atomic ``link`` where the file system
+            has hard links; else an exclusive create, then a rename).
         keep_suffix: end the temporary name in ``dest``'s suffix too (for writers that
             insist on one).
     """

@@ -197,6 +197,10 @@ def load_image(
                     f"{name}: {im.n_frames} frames (an animated or multi-page image) are "
                     "not supported; export the frame you want as a still image"
                 )
+            # a 16-bit colour key names 16-bit values, which Pillow's 8-bit RGB cannot match
+            deep_key = "transparency" in im.info and any(
+                ";16" in str(t[3]) for t in (getattr(im, "tile", None) or [])
+            )
             im.load()
             icc = im.info.get("icc_profile")
             exif = im.getexif()
@@ -208,7 +212,10 @@ def load_image(
             mode = im.mode
             alpha = None
             if mode in ("P", "L", "RGB") and "transparency" in im.info:
-                im = im.convert("LA" if mode == "L" else "RGBA")
+                if deep_key:
+                    notes.append("its 16-bit transparent colour was not kept: written opaque")
+                else:
+                    im = im.convert("LA" if mode == "L" else "RGBA")
             if im.mode in ("RGBA", "LA", "PA"):
                 alpha = np.asarray(im.getchannel("A")).copy()
                 im = im.convert("RGB")

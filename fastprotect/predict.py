@@ -34,10 +34,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .imageio import ImageReadError, LoadedImage, load_image, save_image
 from .protect import (
-    JPEG_WARNING,
     Job,
     Summary,
     fallback_notes,
+    jpeg_warning,
     load_protector,
     plan,
     taken_by_rival,
@@ -113,7 +113,8 @@ class ProtectDataModule(L.LightningDataModule):
     Args:
         inputs: files, folders (searched recursively) and glob patterns.
         out_dir: output folder; files found in a folder keep their relative path.
-        format: ``png`` (lossless) or ``jpeg`` (weakens the protection).
+        format: ``png`` (lossless) or ``jpeg`` (below quality 95 it may weaken the
+            protection).
         skip_existing: resume: keep existing outputs and count them as skipped; otherwise
             an existing output is reported as a failure and left alone.
         num_workers: loader processes decoding images (per rank).
@@ -249,8 +250,8 @@ class ProtectedImageWriter(BasePredictionWriter):
         self.summary = Summary()
         if trainer.is_global_zero:
             self.summary.failed.extend(getattr(trainer.datamodule, "problems", []))
-            if self._fmt == "jpeg":
-                print(f"fastprotect: warning: {JPEG_WARNING}", file=sys.stderr)
+            if self._fmt == "jpeg" and (warning := jpeg_warning(self.quality)):
+                print(f"fastprotect: warning: {warning}", file=sys.stderr)
         self._t0 = time.perf_counter()
 
     def write_on_batch_end(

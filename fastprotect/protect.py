@@ -26,8 +26,21 @@ from .verdict import Verdict, checks, judge
 #: is refused with a clear message)
 PROTECT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 
-#: said whenever protected images are written as JPEG
-JPEG_WARNING = "lossy JPEG re-encoding weakens the protection; prefer PNG where you can"
+#: the JPEG quality from which writing JPEG measured no loss of protection (written without
+#: chroma subsampling; docs/evaluation.md, "JPEG as protect writes it")
+JPEG_SAFE_QUALITY = 95
+
+
+def jpeg_warning(quality: int) -> str | None:
+    """What to say when protected images are written as JPEG at ``quality``: nothing from
+    :data:`JPEG_SAFE_QUALITY` up, a warning below."""
+    if quality >= JPEG_SAFE_QUALITY:
+        return None
+    return (
+        f"JPEG at quality {quality} may weaken the protection (at {JPEG_SAFE_QUALITY} and "
+        f"above, written without chroma subsampling, it measured no loss); prefer PNG or "
+        f"--quality {JPEG_SAFE_QUALITY}"
+    )
 
 
 @contextmanager
@@ -175,18 +188,20 @@ def _distinct(jobs: list[Job]) -> list[Job]:
 
 
 def plan(
-    inputs: Sequence[str], out_dir: Path, fmt: str
+    inputs: Sequence[str], out_dir: Path, fmt: str, inside_out: list[Path] | None = None
 ) -> tuple[list[Job], list[tuple[Path, str]]]:
     """Map inputs (files, folders searched recursively, globs) to output files.
 
     Files found in a folder keep their path relative to it; loose files go to ``out_dir``
     directly. A glob takes the image files it matches (by suffix, as a folder scan does)
-    and the folders it matches, each kept under its own name. Files that a folder or a
-    glob finds inside ``out_dir`` are not taken (a second run must not protect the first
-    one's outputs); a file named on its own is, and is refused only where its output would
-    be the file itself. ``fmt`` is ``png``, ``jpeg`` or ``keep`` (each input's own format,
-    :func:`output_format`). Inputs that would share an output name get distinct ones
-    (:func:`_distinct`); the same file named twice is protected once.
+    and the folders it matches, each kept under its own name (folders first, so a file
+    under a matched folder keeps its place there). A folder scan skips hidden files and
+    folders (``.name``, macOS's ``__MACOSX``). Files inside ``out_dir`` are never taken: a
+    second run must not protect the first one's outputs, also where the shell expanded a
+    glob; those named on their own are listed in ``inside_out`` when given. ``fmt`` is
+    ``png``, ``jpeg`` or ``keep`` (each input's own format, :func:`output_format`). Inputs
+    that would share an output name get distinct ones (:func:`_distinct`); the same file
+    named twice is protected once.
     """
     out_abs = out_dir.resolve()
     jobs: list[Job] = []
@@ -196,24 +211,32 @@ def plan(
     def under_out(p: Path) -> bool:
         return p.resolve() == out_abs or out_abs in p.resolve().parents
 
-    def add(src: Path, rel: Path, found: bool = True) -> None:
-        if (found and under_out(src)) or src.resolve() in seen_sources:
+    def add(src: Path, rel: Path, named: bool = False) -> None:
+        if src.resolve() in seen_sources:
+            return
+        if under_out(src):
+            if named and inside_out is not None:
+                inside_out.append(src)
             return
         seen_sources.add(src.resolve())
         out_fmt, suffix = output_format(src, fmt)
         jobs.append(Job(src, out_dir / rel.with_suffix(suffix), out_fmt))
 
+    def hidden(rel: Path) -> bool:
+        return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
     def scan(folder: Path, into: Path) -> None:
         for f in sorted(folder.rglob("*")):
-            if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS:
-                add(f, into / f.relative_to(folder))
+            rel = f.relative_to(folder)
+            if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS and not hidden(rel):
+                add(f, into / rel)
 
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             scan(p, Path())
         elif p.is_file():
-            add(p, Path(p.name), found=False)
+            add(p, Path(p.name), named=True)
         else:
             # a glob takes what a folder scan would: image files, and folders (kept by name)
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
@@ -223,10 +246,10 @@ def plan(
                 problems.append((p, "no such file, folder or matching glob"))
             elif not files and not folders:
                 problems.append((p, "the glob matches no image file (by its suffix)"))
+            for folder in folders:  # 'art/**' matches art/ itself first: its tree is kept
+                scan(folder, Path(folder.name))
             for f in files:
                 add(f, Path(f.name))
-            for folder in folders:
-                scan(folder, Path(folder.name))
     unique: list[Job] = []
     for job in _distinct(jobs):
         if job.dest.resolve() == job.source.resolve():
@@ -263,7 +286,11 @@ def protect_files(
     jobs = list(jobs)
     summary = Summary()
     t0 = time.perf_counter()
-    for job in tqdm(jobs, desc="protecting", unit="image", disable=not progress):
+    for job in tqdm(jobs, desc="protecting", unit="image", disable=not progress or not jobs):
+        if job.dest.is_file() and job.dest.stat().st_size == 0:
+            # an empty file is no finished output: what a crash leaves where the file system
+            # has no hard links (fastprotect.fileutil); it is replaced, never skipped
+            job.dest.unlink()
         if job.dest.exists() and not overwrite:
             taken = skip_existing and taken_by_rival(job)
             if taken:

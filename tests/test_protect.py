@@ -173,7 +173,7 @@ def test_keep_format_writes_each_input_in_its_own_format(model, tmp_path, capsys
     for i, name in enumerate(names):
         Image.fromarray(_rgb(seed=i)).save(src / name)
     assert run(model, src, "--out", tmp_path / "out", "--keep-format", "--quality", "97") == 0
-    assert "JPEG re-encoding weakens the protection" in capsys.readouterr().err
+    assert "JPEG at quality" not in capsys.readouterr().err  # 95 and up measured no loss
     got = {p.name: Image.open(p).format for p in (tmp_path / "out").iterdir()}
     assert got == {
         "a.jpg": "JPEG", "b.PNG": "PNG", "c.webp": "WEBP", "d.tif": "TIFF", "e.bmp": "BMP",
@@ -183,6 +183,18 @@ def test_keep_format_writes_each_input_in_its_own_format(model, tmp_path, capsys
         out = np.asarray(Image.open(tmp_path / "out" / name).convert("RGB")).astype(int)
         diff = np.abs(out - np.asarray(Image.open(src / name).convert("RGB")).astype(int))
         assert 0 < diff.max() <= EIGHT, name
+
+
+@needs_data
+def test_jpeg_below_quality_95_is_warned_about(model, tmp_path, capsys):
+    Image.fromarray(_rgb()).save(tmp_path / "a.jpg", quality=98)
+    assert run(model, tmp_path / "a.jpg", "--out", tmp_path / "out", "--quality", "80") == 0
+    assert "--format" not in capsys.readouterr().err  # PNG output: nothing to say
+    args = ["--out", tmp_path / "out80", "--format", "jpeg", "--quality", "80"]
+    assert run(model, tmp_path / "a.jpg", *args) == 0
+    err = capsys.readouterr().err
+    assert "warning: JPEG at quality 80 may weaken the protection" in err
+    assert "prefer PNG or --quality 95" in err
 
 
 @needs_data
@@ -315,21 +327,22 @@ def test_camera_mpo_is_its_first_frame_and_a_colour_key_becomes_alpha(model, tmp
 
 
 @needs_data
-def test_a_file_named_inside_out_is_protected_unless_it_is_its_own_output(model, tmp_path, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
-    Image.fromarray(_rgb()).save(out / "photo.jpg", quality=98)
-    Image.fromarray(_rgb(seed=1)).save(out / "own.png")
-    assert run(model, out / "photo.jpg", "--out", out) == 0  # named on its own: taken
-    assert (out / "photo.png").exists()
+def test_files_inside_out_are_never_taken_and_named_ones_are_said(model, tmp_path, capsys):
+    """A shell-expanded glob names an earlier run's outputs one by one: they are not
+    protected again (a second perturbation on the first), and the note names them."""
+    art, out = tmp_path / "art", tmp_path / "art" / "protected"
+    art.mkdir()
+    Image.fromarray(_rgb()).save(art / "a.png")
+    assert run(model, art / "a.png", "--out", out) == 0
     capsys.readouterr()
-    assert run(model, out / "own.png", "--out", out) == 1
-    assert "output would overwrite the input" in capsys.readouterr().err
-    capsys.readouterr()
-    assert run(model, out, "--out", out / "again") == 0  # a folder scan skips --out's tree
-    assert run(model, out, "--out", out / "again", "--skip-existing") == 0
-    names = sorted(p.name for p in (out / "again").iterdir())
-    assert names == ["own.png", "photo.png", "photo_jpg.png"]  # no again/again
+    # what `protect art/**/*.png --out art/protected` gets from the shell the second time
+    assert run(model, art / "a.png", out / "a.png", "--out", out, "--skip-existing") == 0
+    err = capsys.readouterr().err
+    assert f"1 input(s) inside the output folder {out} were not taken ({out / 'a.png'})" in err
+    assert "0 protected, 1 skipped" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    assert run(model, out / "a.png", "--out", out) == 1  # nothing else to do: a failure
+    assert "name another --out to protect them" in capsys.readouterr().err
 
 
 @needs_data
@@ -360,11 +373,45 @@ def test_a_glob_takes_image_files_and_folders_as_a_folder_scan_does(model, tmp_p
     (src / "trip").mkdir(parents=True)
     Image.fromarray(_rgb()).save(src / "a.png")
     Image.fromarray(_rgb(seed=1)).save(src / "trip" / "a.png")
-    (src / ".DS_Store").write_bytes(b"\x00\x00")
+    (src / "Thumbs.db").write_bytes(b"\x00\x00")
     (src / "notes.txt").write_text("not an image")
+    (src / "trip" / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's AppleDouble
     assert run(model, f"{src}/*", "--out", tmp_path / "out") == 0
     err = capsys.readouterr().err
     assert "2 protected, 0 skipped, 0 failed" in err and "notes.txt" not in err
     assert (tmp_path / "out" / "a.png").exists() and (tmp_path / "out" / "trip" / "a.png").exists()
+    assert run(model, f"{src}/**", "--out", tmp_path / "deep") == 0  # the tree is kept
+    found = sorted(
+        str(p.relative_to(tmp_path / "deep")) for p in (tmp_path / "deep").rglob("*.png")
+    )
+    assert found == ["photos/a.png", "photos/trip/a.png"]
     assert run(model, f"{src}/*.txt", "--out", tmp_path / "out2") == 1
     assert "the glob matches no image file" in capsys.readouterr().err
+
+
+def test_a_16_bit_colour_key_is_not_matched_against_8_bit_pixels(tmp_path):
+    """Pillow reads a 16-bit RGB PNG as 8-bit RGB but keeps its tRNS key in 16-bit values:
+    applying it would make the wrong pixels transparent, so it is left out, with a note."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    w, h = 4, 2
+    rows = b"".join(
+        b"\x00" + b"".join(struct.pack(">HHH", 100 * (x + 1), 100, 100) for x in range(w))
+        for _ in range(h)
+    )
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"tRNS", struct.pack(">HHH", 100, 100, 100))  # the first column, in 16 bits
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    (tmp_path / "deep.png").write_bytes(png)
+    image = load_image(tmp_path / "deep.png")
+    assert image.alpha is None and image.rgb.shape == (3, 2, 4)
+    assert image.notes == ["its 16-bit transparent colour was not kept: written opaque"]
