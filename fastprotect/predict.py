@@ -42,6 +42,7 @@ from .protect import (
     plan,
     taken_by_rival,
 )
+from .verdict import Verdict, checks
 
 # ``trainer.callback_metrics`` key holding the number of failed files over all ranks; it
 # survives ``ddp_spawn`` (Lightning copies rank zero's callback metrics to the main process).
@@ -74,13 +75,15 @@ class ProtectDataset(Dataset):
     Args:
         jobs: what to protect.
         skip_existing: an existing destination is skipped (resume) instead of a failure.
-        min_length: pad with empty items up to this length (the number of ranks).
+        min_length: pad with empty items up to this length (the number of ranks); at least
+            one item, so that with nothing to protect the writer still reports the inputs
+            that were not found (Lightning runs no hook over an empty loader).
     """
 
     def __init__(self, jobs: list[Job], skip_existing: bool = False, min_length: int = 0) -> None:
         self.jobs = jobs
         self.skip_existing = skip_existing
-        self.length = max(len(jobs), min_length) if jobs else 0
+        self.length = max(len(jobs), min_length, 1)
 
     def __len__(self) -> int:
         return self.length
@@ -89,6 +92,8 @@ class ProtectDataset(Dataset):
         if index >= len(self.jobs):
             return ProtectItem(job=None)
         job = self.jobs[index]
+        if job.dest.is_file() and job.dest.stat().st_size == 0:
+            job.dest.unlink()  # no finished output (as protect_files treats it)
         if job.dest.exists():
             if self.skip_existing and (taken := taken_by_rival(job)):
                 return ProtectItem(job, error=taken + "; delete it and rerun")
@@ -280,11 +285,22 @@ class ProtectedImageWriter(BasePredictionWriter):
             return
         self.summary.written.append(item.job.dest)
         self.summary.model_seconds += item.model_seconds
+        if item.image.notes:
+            self.summary.notes[item.job.source] = list(item.image.notes)
+        # the cheap checks protect makes of every image: tiny, flat, grey under a colour model
+        colour_only = pl_module.protector.mop.config.isoluminant
+        if found := checks(item.image.rgb[None], colour_only=colour_only):
+            self.summary.verdicts[item.job.source] = Verdict(warnings=found)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.summary.seconds = time.perf_counter() - self._t0
         for src, why in self.summary.failed:
             print(f"fastprotect: failed: {src}: {why}", file=sys.stderr)
+        for src, notes in self.summary.notes.items():
+            for note in notes:
+                print(f"fastprotect: {src}: note: {note}", file=sys.stderr)
+        for src, verdict in self.summary.verdicts.items():
+            print(f"fastprotect: {src}: {verdict.line()}", file=sys.stderr)
         ranks = trainer.world_size
         rank = f"rank {trainer.global_rank}/{ranks}: " if ranks > 1 else ""
         out = getattr(trainer.datamodule, "out_dir", None)

@@ -137,7 +137,28 @@ def test_fewer_files_than_ranks_are_padded_with_empty_items(tmp_path):
     shares = [list(UnrepeatedDistributedSampler(ds, 3, r, shuffle=False)) for r in range(3)]
     assert shares == [[0], [1], [2]]  # every rank gets an item, no file twice
     assert ds[0].job is not None and ds[1].job is None and ds[2].job is None
-    assert len(ProtectDataset([], min_length=3)) == 0
+    assert len(ProtectDataset([], min_length=3)) == 3 and len(ProtectDataset([])) == 1
+
+
+@needs_data
+def test_nothing_found_is_reported_and_outputs_left_empty_are_redone(model, tmp_path, capsys):
+    """With no file to protect the job still says why (Lightning runs no hook over an
+    empty loader); an empty output, which a crash can leave, is not taken as done; the
+    per-image warnings and notes are printed as protect prints them."""
+    assert predict(model, tmp_path / "out", tmp_path / "nosuch.png") == 1
+    err = capsys.readouterr().err
+    assert f"failed: {tmp_path / 'nosuch.png'}: no such file, folder or matching glob" in err
+    assert "0 protected, 0 skipped, 1 failed" in err
+    (tmp_path / "in").mkdir()
+    Image.fromarray(_rgb()[..., 0], "L").save(tmp_path / "in" / "grey.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "grey.png").write_bytes(b"")
+    assert (
+        predict(model, tmp_path / "out", tmp_path / "in", extra=["--data.skip_existing=true"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "1 protected, 0 skipped" in err and (tmp_path / "out" / "grey.png").stat().st_size
+    assert "grey.png: warning: only 56x40 px" in err
 
 
 @needs_data
