@@ -102,6 +102,21 @@ def _quality(text: str) -> int:
     return q
 
 
+def at_least(low: int):
+    """An argparse type: a whole number of at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {n}")
+        return n
+
+    return parse
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -129,7 +144,9 @@ def _own(argv: Sequence[str]) -> int:
     p_info.add_argument("model", nargs="?", help=MODEL_HELP)
     p_tg = sub.add_parser("targets", help=COMMANDS["targets"], description=COMMANDS["targets"])
     p_tg.add_argument("--out", required=True, help="output folder")
-    p_tg.add_argument("--size", type=int, default=512, help="side in pixels (default: %(default)s)")
+    p_tg.add_argument(
+        "--size", type=at_least(16), default=512, help="side in pixels (default: %(default)s)"
+    )
     p_tg.add_argument(
         "specs", nargs="*", help="low, mid, high, repeat:N or noise[:SEED] (default: low mid high)"
     )
@@ -202,11 +219,14 @@ def _own(argv: Sequence[str]) -> int:
     )
     p_ev.add_argument("--out", required=True, help="folder for results.json and results.csv")
     p_ev.add_argument(
-        "--size", type=int, default=256, help="crop mode: evaluation images are SIZE^2"
+        "--size",
+        type=at_least(16),
+        default=256,
+        help="crop mode: evaluation images are SIZE^2 (at least 16)",
     )
     p_ev.add_argument(
         "--view",
-        type=int,
+        type=at_least(16),
         action="append",
         default=[],
         metavar="N",
@@ -215,12 +235,16 @@ def _own(argv: Sequence[str]) -> int:
         "repeat for several views",
     )
     p_ev.add_argument(
-        "--max-side", type=int, help="view mode: shrink images whose shorter side is larger"
+        "--max-side",
+        type=at_least(16),
+        help="view mode: shrink images whose shorter side is larger",
     )
     p_ev.add_argument("--split", choices=["val", "train", "all"], default="val")
     p_ev.add_argument("--val-fraction", type=float, default=0.2)
-    p_ev.add_argument("--limit", type=int, help="first N images of the split")
-    p_ev.add_argument("--per-domain", type=int, metavar="N", help="first N images of each domain")
+    p_ev.add_argument("--limit", type=at_least(1), help="first N images of the split")
+    p_ev.add_argument(
+        "--per-domain", type=at_least(1), metavar="N", help="first N images of each domain"
+    )
     p_ev.add_argument(
         "--shard",
         type=_shard,
@@ -265,7 +289,10 @@ def _own(argv: Sequence[str]) -> int:
     p_d.add_argument("--model", help=MODEL_HELP)
     _strength_args(p_d)
     p_d.add_argument(
-        "--analysis-side", type=int, default=512, help="longer side of the attacker's view"
+        "--analysis-side",
+        type=at_least(16),
+        default=512,
+        help="longer side of the attacker's view (at least 16)",
     )
     p_d.add_argument("--debug", action="store_true", help="show tracebacks")
     p_sv = sub.add_parser(
@@ -311,21 +338,25 @@ def _own(argv: Sequence[str]) -> int:
             from .release import resolve_model
 
             print(summary(resolve_model(args.model)))
-        except (ModelFileError, ChecksumError) as e:
+        except (ModelFileError, ChecksumError, KeyError) as e:  # KeyError: a field missing
             print(f"fastprotect: {e}", file=sys.stderr)
             return 2
         return 0
     if args.command == "samples":
         from .samples import write_samples
 
-        paths = write_samples(args.out)
+        try:
+            paths = write_samples(args.out)
+        except OSError as e:  # --out is a file, or cannot be written
+            print(f"fastprotect: error: {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 2
         print(f"{len(paths)} sample photos in {args.out}")
         return 0
     from .targets import REPEATS, save_targets
 
     try:
         paths = save_targets(args.specs or list(REPEATS), args.size, args.out)
-    except (FileExistsError, ValueError) as e:
+    except (OSError, ValueError) as e:  # also a target file Pillow cannot read
         print(f"fastprotect: error: {e}", file=sys.stderr)
         return 2
     for p in paths:
@@ -467,13 +498,14 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             args.transforms or tuple(ROBUSTNESS),
             examples=args.examples,
             examples_dir=out / "examples",
-            views=args.view,
+            views=list(dict.fromkeys(args.view)),  # a view named twice is measured once
             max_side=args.max_side,
             per_domain=args.per_domain,
             shard=args.shard,
             device=args.device,
             journal=out / "partial.jsonl",
             resume=args.resume,
+            out=out,
             # what decides the rows beyond evaluate's own settings and models
             journal_key={
                 "method_specs": args.method,

@@ -28,6 +28,8 @@ from .protector import Protector
 FORMATS = {"torchscript": ".pt", "lite": ".ptl", "pt2": ".pt2"}
 #: the largest side the ``.pt2`` graph accepts (its dynamic shapes need a bound)
 MAX_SIDE = 16384
+#: the largest batch a torch.export (.pt2) graph takes
+MAX_BATCH = 1024
 #: the trace input; any size works, this one is small and not square
 EXAMPLE_SIZE = (192, 256)
 #: sizes the reloaded graph is compared on: the trace size, odd, thin, tiny
@@ -96,13 +98,16 @@ def trace(protector: Protector, example_size: tuple[int, int] = EXAMPLE_SIZE):
 
 
 def export_program(protector: Protector, example_size: tuple[int, int] = EXAMPLE_SIZE):
-    """The protector as a ``torch.export`` program with dynamic height and width."""
-    x = _example(example_size, 0)
+    """The protector as a ``torch.export`` program with dynamic batch, height and width
+    (traced on a batch of two: a dimension of size one would be fixed at one)."""
+    x = _example(example_size, 0, batch=2)
+    b = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     h = torch.export.Dim("height", min=1, max=MAX_SIDE)
     w = torch.export.Dim("width", min=1, max=MAX_SIDE)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.export.export(protector.eval(), (x,), dynamic_shapes={"x": {2: h, 3: w}})
+        shapes = {"x": {0: b, 2: h, 3: w}}
+        return torch.export.export(protector.eval(), (x,), dynamic_shapes=shapes)
 
 
 def load_exported(
@@ -156,11 +161,14 @@ def compare(
     graph: Callable[[Tensor], Tensor],
     sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
 ) -> dict[tuple[int, int], float]:
-    """Max absolute difference between ``graph`` and the eager module, per image size."""
+    """Max absolute difference between ``graph`` and the eager module, per image size (at
+    the first size on a batch of two, the second image grey)."""
     out = {}
     with torch.no_grad():
         for i, size in enumerate(sizes):
-            x = _example(size, i + 1)
+            x = _example(size, i + 1, batch=2 if i == 0 else 1)
+            if i == 0:
+                x[1] = x[1].mean(0, keepdim=True)
             out[tuple(size)] = (graph(x) - protector(x)).abs().max().item()
     return out
 

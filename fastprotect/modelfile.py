@@ -125,10 +125,14 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
     if "fastprotect" not in meta:
         raise ModelFileError(f"{path}: a safetensors file, but not a fastprotect model")
-    doc = json.loads(meta["fastprotect"])
+    try:
+        doc = json.loads(meta["fastprotect"])
+        version = int(doc.get("format_version", -1))
+    except (ValueError, TypeError, AttributeError) as e:  # not JSON, not an object, no int
+        raise ModelFileError(f"{path}: its fastprotect metadata is damaged ({e})") from e
     if doc.get("format") != FORMAT:
         raise ModelFileError(f"{path}: unknown format {doc.get('format')!r}")
-    if int(doc.get("format_version", -1)) > FORMAT_VERSION:
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: format version {doc['format_version']} is newer than this fastprotect "
             f"understands ({FORMAT_VERSION}); upgrade fastprotect"

@@ -520,9 +520,11 @@ def test_partial_results_find_images_journalled_under_relative_names(tmp_path, m
     twice = RunJournal.open(tmp_path / "twice.jsonl", {**key, "files": files}, resume=False)
     twice.record("q/a.png", [{"image": "a"}])
     monkeypatch.chdir(run_dir)  # q/a.png resolves to neither
-    with pytest.raises(tool.EvaluationError, match="could be any of"):
+    with pytest.raises(tool.JournalError, match="could be any of"):
         tool.partial_results(tmp_path / "twice.jsonl")
-    assert tool._tail("x/../../data/./a.png") == "/data/a.png"
+    from fastprotect.eval.journal import _tail
+
+    assert _tail("x/../../data/./a.png") == "/data/a.png"
 
     # a file that is not a journal: no advice to delete it
     (tmp_path / "results.json").write_text('{"settings": {}}\n{"rows": []}\n')
@@ -646,6 +648,28 @@ def test_shards_of_a_run_merge_into_the_whole_runs_results(model, tmp_path, caps
         assert said in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
+    # a shard run where the data lies elsewhere (another machine) joins the others: the
+    # selection's digest, not the folder's path, says that they are one run
+    moved = json.loads(shard[2].read_text())
+    here = moved["settings"]["data"][0]
+    moved["settings"]["data"] = ["/elsewhere/data/objects"]
+    for r in moved["rows"]:
+        r["image"] = r["image"].replace(here, "/elsewhere/data/objects")
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    assert run(shard[1], tmp_path / "moved.json", shard[3], "--out", tmp_path / "mv") == 0
+    mv = json.loads((tmp_path / "mv" / "results.json").read_text())
+    assert "partial" not in mv["settings"] and mv["settings"]["images"] == 3
+    assert mv["settings"]["shards"]["data"][1] == ["/elsewhere/data/objects"]
+    # more shards than images: the shard that would hold none is not missing
+    for i in (1, 2, 3):
+        doc = json.loads(shard[i].read_text())
+        doc["settings"]["shard"] = [i, 4]
+        (tmp_path / f"q{i}.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert run(*(tmp_path / f"q{i}.json" for i in (1, 2, 3)), "--out", tmp_path / "q") == 0
+    q = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert q["settings"]["shards"]["missing"] == [] and "partial" not in q["settings"]
+
 
 def test_a_malformed_shard_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
@@ -657,3 +681,58 @@ def test_a_malformed_shard_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "x", "--method", "sign", "--out", str(tmp_path), "--shard", "half"])
     assert "a shard is I/N with whole numbers" in capsys.readouterr().err
+
+
+@needs_weights
+def test_evaluate_skips_unreadable_files_ignores_its_own_folder_and_resumes_from_anywhere(
+    model, tmp_path, capsys, monkeypatch
+):
+    """A file that cannot be read is skipped, said and listed, and the run goes on; the
+    run's --out inside the data folder is not read as images (its examples would change
+    the image list and refuse the resume); a resume from another working folder finds the
+    images measured already by their absolute paths."""
+    import fastprotect.eval.run as run
+
+    data = tmp_path / "data" / "objects"
+    data.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(_rgb(48, 40, seed=i)).save(data / f"img{i}.png")
+    (data / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    out = data / "res"
+
+    def ev(root, *extra):
+        return main([
+            "evaluate", str(root), "--method", f"mop:{model}", "--method", "sign",
+            "--out", str(out), "--size", "32", "--split", "all", "--transforms", "clean",
+            "--examples", "1", *extra,
+        ])  # fmt: skip
+
+    crop_rows = run._crop_rows
+    measured = []
+
+    def stop_at_the_second(x, image, *args):
+        if measured:
+            raise KeyboardInterrupt
+        measured.append(image)
+        return crop_rows(x, image, *args)
+
+    monkeypatch.setattr(run, "_crop_rows", stop_at_the_second)
+    monkeypatch.chdir(tmp_path / "data")
+    with pytest.raises(KeyboardInterrupt):
+        ev("objects")  # a relative path
+    assert any((out / "examples").rglob("*.png"))  # written inside the data folder
+    monkeypatch.setattr(run, "_crop_rows", crop_rows)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert ev(data, "--resume") == 0  # the absolute path, from elsewhere
+    err = capsys.readouterr().err
+    assert "1 of 4 images already measured" in err
+    assert f"warning: {data / 'zz.png'}: not a readable image" in err
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["settings"]["images"] == 3
+    assert [f["image"] for f in doc["settings"]["skipped_files"]] == [str(data / "zz.png")]
+    assert {r["image"] for r in doc["rows"]} == {str(data / f"img{i}.png") for i in range(3)}
+
+
+def _rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -16,11 +16,10 @@ folder, where a ``results.json`` would stop the run from finishing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from fastprotect.eval.journal import JournalError, read_journal
+from fastprotect.eval.journal import JournalError, journalled_names, read_journal
 from fastprotect.eval.run import EvaluationError, summarise, table, write_results
 
 # in the journal's key but not settings of a results.json: the images by path (the rows
@@ -29,47 +28,11 @@ from fastprotect.eval.run import EvaluationError, summarise, table, write_result
 _KEY_ONLY = ("files", "method_specs", "eta", "pgd_step_size")
 
 
-def _tail(name: str) -> str:
-    """A path, normalised, without its leading ``..`` parts: ``../data/a.png`` ->
-    ``/data/a.png``."""
-    parts = list(Path(os.path.normpath(name)).parts)
-    while parts and parts[0] in ("..", "."):
-        parts.pop(0)
-    return "/" + "/".join(parts).lstrip("/")
-
-
-def _image_names(files: list[str], done: dict[str, list[dict]]) -> dict[str, str]:
-    """For each of the run's images (absolute paths, as the key holds them) the name its
-    rows are journalled under: the path as the run was given it, often relative to a
-    working directory the journal does not record."""
-    names = {}
-    resolved = {str(Path(d).resolve()): d for d in done}
-    for f in files:
-        if f in done:
-            names[f] = f
-        elif f in resolved:
-            names[f] = resolved[f]
-        else:
-            ends = [d for d in done if f.endswith(_tail(d))]
-            if len(ends) == 1:
-                names[f] = ends[0]
-    taken: dict[str, list[str]] = {}
-    for f, d in names.items():
-        taken.setdefault(d, []).append(f)
-    for d, fs in taken.items():
-        if len(fs) > 1:
-            raise EvaluationError(
-                f"the journal's {d} could be any of {', '.join(fs)}: run this from the "
-                "folder the evaluation ran in"
-            )
-    return names
-
-
 def partial_results(journal: Path) -> tuple[list[dict], dict]:
     """The rows measured so far, in the run's image order, and their settings."""
     key, done = read_journal(journal)
     files = key.get("files", [])
-    names = _image_names(files, done)
+    names = journalled_names(files, done)
     measured = [f for f in files if f in names]
     if len(measured) < len(done):
         raise EvaluationError(

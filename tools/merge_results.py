@@ -29,7 +29,8 @@ from pathlib import Path
 
 from fastprotect.eval.run import EvaluationError, summarise, table, write_results
 
-# settings that describe one shard's run, not what its rows measure
+# settings that describe one shard's run, not what its rows measure ("data": where the
+# images lay on its machine; the selection's digest, compared, does not depend on it)
 _PER_RUN = (
     "images",
     "shard",
@@ -38,6 +39,8 @@ _PER_RUN = (
     "torch_threads",
     "device",
     "device_name",
+    "data",
+    "skipped_files",
 )
 
 
@@ -98,7 +101,7 @@ def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
                 f"{path} and {first_path} are not shards of one run: their settings differ "
                 f"in {', '.join(differ)}"
             )
-        want = len(range(i - 1, total, n))
+        want = len(range(i - 1, total, n)) - len(s.get("skipped_files", []))
         if s["images"] != want:
             raise EvaluationError(
                 f"{path} holds {s['images']} images; shard {i}/{n} of {total} holds {want}"
@@ -124,9 +127,16 @@ def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
         names[k] for k in range(max(map(len, ordered))) for names in ordered if k < len(names)
     ]
     rows = [r for name in run_order for r in rows_of[name]]
-    missing = [i for i in range(1, n + 1) if i not in by_shard]
+    # a shard that would hold no image (more shards than images) cannot be run: not missing
+    missing = [i for i in range(1, n + 1) if i not in by_shard and i <= total]
     devices = [by_shard[i][1]["settings"].get("device") for i in sorted(by_shard)]
     settings = {**common, "images": len(run_order)}
+    settings["data"] = by_shard[min(by_shard)][1]["settings"].get("data")
+    skipped = [
+        f for i in sorted(by_shard) for f in by_shard[i][1]["settings"].get("skipped_files", [])
+    ]
+    if skipped:
+        settings["skipped_files"] = skipped
     settings["device"] = devices[0] if len(set(devices)) == 1 else "mixed (see shards)"
     settings["shards"] = {
         "of": n,
@@ -134,6 +144,7 @@ def merge(docs: list[tuple[Path, dict]]) -> tuple[list[dict], dict]:
         "missing": missing,
         "devices": devices,
         "commands": [by_shard[i][1]["settings"].get("command") for i in sorted(by_shard)],
+        "data": [by_shard[i][1]["settings"].get("data") for i in sorted(by_shard)],
         "seconds_from": "each shard's own run",
     }
     settings["command"] = "python tools/merge_results.py " + " ".join(

@@ -26,6 +26,48 @@ class JournalError(ValueError):
     """A journal that cannot be continued: another run's, or present without ``--resume``."""
 
 
+def _tail(name: str) -> str:
+    """A path, normalised, without its leading ``..`` parts: ``../data/a.png`` ->
+    ``/data/a.png``."""
+    parts = list(Path(os.path.normpath(name)).parts)
+    while parts and parts[0] in ("..", "."):
+        parts.pop(0)
+    return "/" + "/".join(parts).lstrip("/")
+
+
+def journalled_names(files: Sequence[str], done: Mapping[str, list]) -> dict[str, str]:
+    """For each of a run's images (absolute paths, as the key holds them) the name its
+    rows are journalled under: the path as the run was given it, often relative to a
+    working directory the journal does not record (found by its absolute form from here,
+    else by the one journalled path that ends as it does). Images not journalled are
+    left out.
+
+    Raises:
+        JournalError: a journalled name that could be more than one of the images.
+    """
+    names = {}
+    resolved = {str(Path(d).resolve()): d for d in done}
+    for f in files:
+        if f in done:
+            names[f] = f
+        elif f in resolved:
+            names[f] = resolved[f]
+        else:
+            ends = [d for d in done if f.endswith(_tail(d))]
+            if len(ends) == 1:
+                names[f] = ends[0]
+    taken: dict[str, list[str]] = {}
+    for f, d in names.items():
+        taken.setdefault(d, []).append(f)
+    for d, fs in taken.items():
+        if len(fs) > 1:
+            raise JournalError(
+                f"the journal's {d} could be any of {', '.join(fs)}: run this from the "
+                "folder the evaluation ran in"
+            )
+    return names
+
+
 def _normalise(key: Mapping) -> dict:
     """The key as it reads back from JSON (tuples become lists, paths strings)."""
     return json.loads(json.dumps(dict(key), default=str, sort_keys=True))

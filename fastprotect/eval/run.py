@@ -56,7 +56,7 @@ from ..protector import Protector
 from ..strength import LPIPSMap, find_alexnet, importable
 from ..views import attacker_resize
 from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
-from .journal import RunJournal
+from .journal import RunJournal, journalled_names
 from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
 from .purify import (
     AUTOENCODER_PURIFICATIONS,
@@ -420,8 +420,14 @@ def evaluate(
     journal_key: dict | None = None,
     device: str = "cpu",
     shard: tuple[int, int] | None = None,
+    out: Path | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every method on every image; returns the per-image rows and the settings.
+
+    An image that cannot be read is skipped with a warning and listed in the settings'
+    ``skipped_files`` (the run goes on; ``images`` counts the images measured). Files
+    under ``out`` (the run's own folder, where it lies inside a data folder) are not
+    taken as images.
 
     With ``journal`` (a file path) each image's rows are written there as soon as they are
     measured (:class:`~.journal.RunJournal`); with ``resume`` a journal already there is
@@ -454,6 +460,9 @@ def evaluate(
         )
     roots = [Path(d) for d in data]
     selected = select_files(roots, split, val_fraction, per_domain, limit)
+    if out is not None:  # the run's own examples are no images to evaluate
+        own = Path(out).resolve()
+        selected = [f for f in selected if own not in Path(f).resolve().parents]
     files = take_shard(selected, shard) if shard else selected
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
@@ -525,8 +534,11 @@ def evaluate(
             run_journal = RunJournal.open(
                 journal, _journal_key(settings, files, journal_key), resume
             )
-            measured = run_journal.done
-            done = sum(str(f) in measured for f in files)
+            # by absolute path: a run resumed from another folder names its images otherwise
+            absolute = [str(Path(f).resolve()) for f in files]
+            names = journalled_names(absolute, run_journal.done)
+            measured = {f: run_journal.done[d] for f, d in names.items()}
+            done = len(measured)
             settings["resumed_images"] = done
             if progress:
                 said = f"resuming {journal}: {done} of {len(files)} images already measured"
@@ -535,23 +547,46 @@ def evaluate(
                 print(f"fastprotect: {said}", file=sys.stderr)
         rows: list[dict] = []
         saved: dict[str, int] = {}
+        example_names: set[tuple[str, str]] = set()
+        skipped: list[dict] = []
         for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
             domain = _domain(path, roots)
             saved[domain] = saved.get(domain, 0) + 1
-            keep = examples_dir / domain / path.stem if saved[domain] <= examples else None
-            if str(path) in measured:
-                rows += measured[str(path)]
+            keep = None
+            if saved[domain] <= examples:  # a.png and a.jpg, or two folders' a.png: apart
+                name = path.stem
+                if (domain, name) in example_names:
+                    name = f"{path.stem}_{path.suffix.lstrip('.')}"
+                n = 1
+                while (domain, name) in example_names:
+                    n += 1
+                    name = f"{path.stem}_{path.suffix.lstrip('.')}-{n}"
+                example_names.add((domain, name))
+                keep = examples_dir / domain / name
+            if (done_rows := measured.get(str(Path(path).resolve()))) is not None:
+                rows += [{**r, "image": str(path)} for r in done_rows]
                 continue
             args = (str(path), domain, methods, reference, enc, dec, lpips_fn)
+            try:
+                if views:
+                    x = read_rgb(path, max_side).float()[None].to(dev) / 255
+                else:
+                    x = centre_square(path, size).to(dev)
+            except Exception as e:  # noqa: BLE001 - any decoder failure is this file's
+                why = f"not a readable image ({type(e).__name__}: {e})"
+                skipped.append({"image": str(path), "reason": why})
+                tqdm.write(f"fastprotect: warning: {path}: {why}; skipped", file=sys.stderr)
+                continue
             if views:
-                x = read_rgb(path, max_side).float()[None].to(dev) / 255
                 image_rows = _view_rows(x, *args, views, fns, keep)
             else:
-                x = centre_square(path, size).to(dev)
                 image_rows = _crop_rows(x, *args, fns, keep)
             if run_journal is not None:
                 run_journal.record(str(path), image_rows)
             rows += image_rows
+        if skipped:
+            settings["images"] -= len(skipped)
+            settings["skipped_files"] = skipped
         return rows, settings
 
 
