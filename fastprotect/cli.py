@@ -657,6 +657,9 @@ def _demo(args: argparse.Namespace) -> int:
     if protector is None:
         return 2
     inputs = list(args.inputs)
+    if out.exists() and not out.is_dir():
+        print(f"fastprotect: error: --out {out} is a file; name a folder", file=sys.stderr)
+        return 2
     if not inputs:
         samples = write_samples(out / "samples")
         print(f"fastprotect: {len(samples)} sample photos in {out / 'samples'}", file=sys.stderr)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -187,6 +188,11 @@ def run_demo(
     report = out / REPORT
     if report.exists():
         raise FileExistsError(f"{report} exists; choose another --out (nothing is overwritten)")
+    if (out / "protected").is_dir() and any((out / "protected").iterdir()):
+        raise FileExistsError(
+            f"{out / 'protected'} holds images from an earlier demo that did not finish; "
+            "choose another --out or remove that folder (nothing is overwritten)"
+        )
     # before any image is written: missing decoder weights fail here, not after protecting
     decoder = _decoder_for(protector)
     jobs, failed = plan(inputs, out / "protected", "png")
@@ -204,7 +210,13 @@ def run_demo(
         x_hat = load_image(job.dest).rgb[None]  # exactly what was written
         target = summary.targets[job.source]
         # no latent pull: the target's encoder pass would cost the demo a ninth of its time
-        metrics, figures = analyse(protector, decoder, x, x_hat, analysis_side, target, pull=False)
+        try:
+            metrics, figures = analyse(
+                protector, decoder, x, x_hat, analysis_side, target, pull=False
+            )
+        except Exception as e:  # noqa: BLE001 - one image's report, not the whole report
+            failed.append((job.source, f"protected, but not analysed ({type(e).__name__}: {e})"))
+            continue
         rel = job.dest.relative_to(out / "protected")
         row = Row(rel.as_posix(), job.source, job.dest, tuple(x.shape[-2:]), metrics=metrics)
         for k, (label, fig) in enumerate(figures.items()):
@@ -281,9 +293,10 @@ def _write_html(
             ("disruption", f"{_fmt(m.get('disruption_db'), '.2f')} dB"),
         ]
         dl = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in stats)
+        link = quote(Path("protected", r.name).as_posix())  # a # or ? in a name is no URL part
         body.append(
             f"<section><h2>{e(r.name)} <small>{r.size[1]}x{r.size[0]} · "
-            f'<a href="{e(Path("protected", r.name).as_posix())}">protected PNG</a></small></h2>'
+            f'<a href="{e(link)}">protected PNG</a></small></h2>'
             f'<div class="row">{"".join(cells)}</div><table class="m">{dl}</table></section>'
         )
     fails = ""

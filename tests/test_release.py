@@ -199,6 +199,25 @@ def test_demo_protects_and_writes_a_report(tmp_path, capsys, monkeypatch):
 
 
 @needs_weights
+def test_demo_links_any_file_name_and_refuses_an_unfinished_folder(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _image(src / "h#1 ?.png", 40, 40, 2)
+    out = tmp_path / "demo"
+    assert main(["demo", str(src), "--out", str(out), "--strength", "jnd"]) == 0
+    assert 'href="protected/h%231%20%3F.png"' in (out / "report.html").read_text()
+    (out / "report.html").unlink()  # as an interrupted demo leaves its folder
+    capsys.readouterr()
+    assert main(["demo", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds images from an earlier demo that did not finish" in err
+    assert "--overwrite" not in err  # no option demo lacks
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; name a folder" in capsys.readouterr().err
+
+
+@needs_weights
 def test_evaluate_takes_mop_without_a_path_as_the_shipped_model():
     from fastprotect.eval.run import parse_methods
 
