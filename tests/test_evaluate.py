@@ -736,3 +736,13 @@ def test_evaluate_skips_unreadable_files_ignores_its_own_folder_and_resumes_from
 
 def _rgb(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_report_refuses_view_mode_runs_and_runs_without_clean():
+    report = _load_report()
+    view = {"settings": {"views": [512, 1024], "transforms": ["clean"]}}
+    assert "a view-mode run (--view 512 1024)" in report.unreadable(view)
+    assert "tools/purification_table.py" in report.unreadable(view)
+    no_clean = {"settings": {"views": [], "transforms": ["jpeg75"]}}
+    assert "no 'clean' transform" in report.unreadable(no_clean)
+    assert report.unreadable({"settings": {"views": [], "transforms": ["clean"]}}) is None

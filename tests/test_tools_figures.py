@@ -205,6 +205,19 @@ def test_paired_comparison_pairs_by_image(tmp_path):
     other_path.write_text(json.dumps(other))
     bad = subprocess.run(cmd, capture_output=True, text=True)
     assert bad.returncode == 2 and "no 'b' row for img1" in bad.stderr
+    # a run of B scored otherwise (another crop size, another autoencoder) pairs nothing
+    other["settings"]["size"] = 96
+    other_path.write_text(json.dumps(other))
+    bad = subprocess.run(cmd, capture_output=True, text=True)
+    assert bad.returncode == 2 and "settings differ in size" in bad.stderr
+    # the unprotected image's PSNR is infinite, resized's not measured: said, no crash
+    for e in summary:
+        if e["method"] == "none":
+            e["psnr"], e["lf_psnr"] = None, None
+    doc["settings"]["methods"] = ["none", "a", "b"]
+    path.write_text(json.dumps(doc))
+    out = subprocess.run([*tool, "none", "a"], capture_output=True, text=True, check=True).stdout
+    assert "none view 512: PSNR not measured, low-frequency PSNR not measured" in out
 
 
 def test_image_sizes_reports_the_publish_factor_per_domain(tmp_path, capsys):
@@ -393,6 +406,25 @@ def test_purification_table_refuses_a_run_of_several_views():
     doc["rows"][0]["view"] = 1024  # the others have none: two views
     with pytest.raises(SystemExit, match="reads a run of one view"):
         PURIFICATION_TABLE.by_domain(doc, ["clean"])
+    with pytest.raises(SystemExit, match="the table reads a run of one view"):
+        PURIFICATION_TABLE._check(doc)
+    one, other = _per_image_doc(), _per_image_doc()
+    for r in other["rows"]:
+        r["view"] = 1024
+    with pytest.raises(SystemExit, match="--merge needs a run of the same view"):
+        PURIFICATION_TABLE.merge(one, other)
+
+
+def test_purification_table_needs_a_clean_transform_and_a_decoder():
+    doc = _per_image_doc()
+    PURIFICATION_TABLE._check(doc)  # the test run itself is readable
+    doc["settings"]["transforms"] = [t for t in doc["settings"]["transforms"] if t != "clean"]
+    with pytest.raises(SystemExit, match="no 'clean' transform"):
+        PURIFICATION_TABLE._check(doc)
+    doc = _per_image_doc()
+    doc["settings"]["decoder"] = False
+    with pytest.raises(SystemExit, match="measured no decode disruption"):
+        PURIFICATION_TABLE._check(doc)
 
 
 def test_purification_table_by_domain_and_visibility():

@@ -43,6 +43,9 @@ from pathlib import Path
 
 from fastprotect.eval.run import margin_references
 
+#: settings that decide how a run scores its images: a run of B (--b-from) must share them
+SCORING = ("size", "max_side", "eval_encoder", "decoder", "split", "val_fraction")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -101,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         if m not in d["settings"]["methods"]:
             have = d["settings"]["methods"]
             print(f"paired: no method {m!r} in {path}; it has {have}", file=sys.stderr)
+            return 2
+    if args.b_from:  # rows scored otherwise are no pairs, whatever the methods
+        differ = [
+            k
+            for k in SCORING
+            if doc["settings"].get(k, "<absent>") != doc_b["settings"].get(k, "<absent>")
+        ]
+        if differ:
+            print(
+                f"paired: {args.b_from} was scored otherwise than {args.results}: their "
+                f"settings differ in {', '.join(differ)}",
+                file=sys.stderr,
+            )
             return 2
     rows = {(r["method"], r["transform"], r["view"], r["image"]): r for r in doc["rows"]}
     b = args.b
@@ -187,10 +203,20 @@ def main(argv: list[str] | None = None) -> int:
             if (e["method"], e["transform"], e["domain"]) == (m, "clean", "all"):
                 where = f" view {e['view']}" if e.get("view") is not None else ""
                 print(
-                    f"{label}{where}: PSNR {e['psnr']:.2f} dB, "
-                    f"low-frequency PSNR {e['lf_psnr']:.2f} dB"
+                    f"{label}{where}: PSNR {_db(e.get('psnr'))}, "
+                    f"low-frequency PSNR {_db(e.get('lf_psnr'))}"
                 )
     return 0
+
+
+def _db(value) -> str:
+    """A PSNR for the summary line: the unprotected image's is infinite (no change) or
+    absent (``resized``: published at the view, not compared with the original)."""
+    if value is None:
+        return "not measured"
+    if not math.isfinite(value):
+        return "inf (unchanged)"
+    return f"{value:.2f} dB"
 
 
 def _disruption(rows: dict, key: tuple) -> float:

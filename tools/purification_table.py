@@ -35,6 +35,23 @@ def _references(doc: dict) -> dict[str, str]:
     return margin_references(doc["settings"]["methods"], doc.get("rows", []))
 
 
+def _check(doc: dict) -> None:
+    """Refuse what the tables cannot read: several views (one table per view would be
+    needed; the rows would mix), no clean transform (the share kept is of the clean
+    disruption), no disruption (a run without a decoder)."""
+    _one_view(doc, "the table")
+    if "clean" not in doc["settings"]["transforms"]:
+        raise SystemExit(
+            "purification_table.py: the run has no 'clean' transform, which the share kept "
+            "is measured against; run evaluate with --transforms clean ..."
+        )
+    if not doc["settings"].get("decoder", True):
+        raise SystemExit(
+            "purification_table.py: the run measured no decode disruption (its evaluation "
+            "autoencoder has no decoder)"
+        )
+
+
 def tables(doc: dict) -> str:
     s = doc["settings"]
     idx = {(e["method"], e["transform"]): e for e in doc["summary"] if e["domain"] == "all"}
@@ -142,6 +159,12 @@ def by_domain(doc: dict, transforms: list[str]) -> str:
 def merge(doc: dict, other: dict) -> None:
     """Add ``other``'s methods (not ``none``, not a name ``doc`` has) to ``doc``; both runs
     must hold the same images and ``other`` every transform of ``doc``."""
+    views, their_views = ({r.get("view") for r in d["rows"]} for d in (doc, other))
+    if views != their_views:
+        raise SystemExit(
+            f"purification_table.py: --merge needs a run of the same view; "
+            f"{sorted(views, key=str)} against {sorted(their_views, key=str)}"
+        )
     images = {r["image"] for r in doc["rows"] if r["method"] == "none"}
     theirs = {r["image"] for r in other["rows"] if r["method"] == "none"}
     missing = [t for t in doc["settings"]["transforms"] if t not in other["settings"]["transforms"]]
@@ -187,15 +210,17 @@ def _images(s: dict) -> str:
     """How many images, and whether they are only part of a run (an unfinished run read
     from its journal, or some of a run's shards)."""
     p = s.get("partial")
+    which = {"val": "validation", "train": "training"}.get(s.get("split", "val"), "")
+    images = f"{which} images" if which else "images"
     if p and "shards_missing" in p:  # tools/merge_results.py of some of a run's shards
         n = s["shards"]["of"]
         return (
-            f"{p['measured']} of the {p['of']} validation images: "
+            f"{p['measured']} of the {p['of']} {images}: "
             f"{n - len(p['shards_missing'])} of {n} shards"
         )
     if p:  # tools/journal_results.py of an unfinished run
-        return f"{p['measured']} of the {p['of']} validation images of an unfinished run"
-    return f"{s['images']} validation images"
+        return f"{p['measured']} of the {p['of']} {images} of an unfinished run"
+    return f"{s['images']} {images}"
 
 
 def main() -> None:
@@ -226,6 +251,7 @@ def main() -> None:
         other = json.loads(path.read_text())
         merge(doc, other)
         print(f"With: {other['settings']['command']}")
+    _check(doc)
     print()
     print(tables(doc))
     if args.by_domain:

@@ -40,6 +40,22 @@ def _pm(e: dict, key: str, spec: str) -> str:
     return _fmt(e[key], spec) + ("" if std is None else f" ± {_fmt(std, spec)}")
 
 
+def unreadable(doc: dict) -> str | None:
+    """Why this page cannot be made of an evaluate run, or ``None``: it renders a crop-mode
+    run (``--size``) with the clean transform; view-mode runs (``--view``), whose rows hold
+    several views and whose examples are named per view, are read by
+    tools/purification_table.py and tools/paired.py."""
+    s = doc.get("settings", {})
+    if s.get("views"):
+        return (
+            f"a view-mode run (--view {' '.join(map(str, s['views']))}); this page renders "
+            "crop-mode runs. Use tools/purification_table.py and tools/paired.py for it"
+        )
+    if "clean" not in s.get("transforms", []):
+        return "the run has no 'clean' transform, which every table of this page starts from"
+    return None
+
+
 def render(
     doc: dict, source: str, command: str | None, note: str | None = None, made_by: str = ""
 ) -> str:
@@ -126,7 +142,8 @@ def render(
     mops = [
         m
         for m in methods
-        if m not in ("none", "sign", "uniform") and not m.startswith(("pgd", "photoguard"))
+        if m not in ("none", "resized", "sign", "uniform")
+        and not m.startswith(("pgd", "photoguard"))
     ]
     pgd = next((m for m in methods if m.startswith("pgd")), None)
     if mops and pgd:
@@ -515,6 +532,9 @@ def main() -> None:
         args.out.write_text(render_mimicry(doc, str(args.results), made_by, grid.name))
         print(f"wrote {args.out} and {grid}")
         return
+    refusal = unreadable(doc)
+    if refusal:
+        sys.exit(f"report.py: {args.results}: {refusal}")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
