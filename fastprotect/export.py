@@ -212,6 +212,8 @@ def export_protector(
                     f"{worst:.3g} > 1/255 ({report.max_abs_diff}); nothing written"
                 )
     except FileExistsError as e:
+        if not Path(out).parent.is_dir():  # a file where the output's folder should be
+            raise ExportError(f"{Path(out).parent} is a file, not a folder") from e
         raise ExportError(f"{out} exists; choose another name or remove it") from e
     except ExportError:
         raise

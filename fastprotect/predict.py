@@ -237,6 +237,8 @@ class ProtectedImageWriter(BasePredictionWriter):
     """
 
     def __init__(self, format: Literal["png", "jpeg"] | None = None, quality: int = 95) -> None:
+        if not 1 <= quality <= 100:
+            raise ValueError(f"JPEG quality must be 1 to 100, got {quality}")
         super().__init__(write_interval="batch")
         self.format = format
         self.quality = quality
