@@ -231,8 +231,8 @@ def _own(argv: Sequence[str]) -> int:
         default=[],
         metavar="N",
         help="view mode: protect each image at its own resolution (PGD at the view), score "
-        "it after the attacker's resize of the shorter side to N (antialiased bilinear); "
-        "repeat for several views",
+        "it after the attacker's resize of the shorter side to N (antialiased bilinear; at "
+        "least 16); repeat for several views",
     )
     p_ev.add_argument(
         "--max-side",

@@ -227,10 +227,36 @@ def test_view_mode_publishes_at_native_resolution_and_scores_each_view(view_mode
     assert views == {48, 64}
 
 
-def test_a_view_below_8_pixels_is_a_clear_error(tmp_path, capsys):
-    code = main(["evaluate", str(tmp_path), "--method", "mop", "--out", str(tmp_path / "o"),
-                 "--view", "4"])  # fmt: skip
-    assert code == 2 and "views are shorter sides" in capsys.readouterr().err
+def test_sizes_below_their_least_are_clear_errors(tmp_path, capsys):
+    for option, value, least in [
+        ("--view", "4", 16), ("--size", "0", 16), ("--limit", "-1", 1), ("--per-domain", "0", 1)
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(["evaluate", str(tmp_path), "--method", "mop", "--out", str(tmp_path / "o"),
+                  option, value])  # fmt: skip
+        assert f"must be at least {least}, got {value}" in capsys.readouterr().err
+    from fastprotect.eval.run import EvaluationError, evaluate
+
+    with pytest.raises(EvaluationError, match="at least 16"):  # the API says it too
+        evaluate([tmp_path], [], None, views=[8])
+
+
+def test_journalled_names_resume_from_here_and_from_elsewhere(tmp_path, monkeypatch):
+    from fastprotect.eval.journal import JournalError, journalled_names
+
+    files = [str(tmp_path / "a.png"), str(tmp_path / "sub" / "a.png"), str(tmp_path / "b.png")]
+    monkeypatch.chdir(tmp_path)
+    # journalled from here as `evaluate .`: a.png is ./a.png, not sub/a.png
+    assert journalled_names(files, {"a.png": []}) == {files[0]: "a.png"}
+    assert journalled_names(files, {files[1]: [], "b.png": []}) == {
+        files[1]: files[1], files[2]: "b.png"
+    }  # fmt: skip
+    # journalled from another folder: found by the end of the path, if only one ends so
+    monkeypatch.chdir("/")
+    other = f"../{tmp_path.name}/sub/a.png"
+    assert journalled_names(files, {other: []}) == {files[1]: other}
+    with pytest.raises(JournalError, match="could be any of"):
+        journalled_names(files, {"a.png": []})  # from /: ./a.png or sub/a.png
 
 
 @needs_data

@@ -45,26 +45,35 @@ def journalled_names(files: Sequence[str], done: Mapping[str, list]) -> dict[str
     Raises:
         JournalError: a journalled name that could be more than one of the images.
     """
-    names = {}
-    resolved = {str(Path(d).resolve()): d for d in done}
+    names: dict[str, str] = {}
+    wanted = set(files)
+    for d in done:  # the name itself, or what it names from this working folder
+        if d in wanted:
+            names[d] = d
+        elif (r := str(Path(d).resolve())) in wanted and r not in names:
+            names[r] = d
+    # what no file took: a path relative to another working folder, matched by its tail
+    # (an index by file name keeps this linear)
+    used = set(names.values())
+    left = [d for d in done if d not in used]
+    by_name: dict[str, list[str]] = {}
     for f in files:
-        if f in done:
-            names[f] = f
-        elif f in resolved:
-            names[f] = resolved[f]
-        else:
-            ends = [d for d in done if f.endswith(_tail(d))]
-            if len(ends) == 1:
-                names[f] = ends[0]
+        if f not in names:
+            by_name.setdefault(Path(f).name, []).append(f)
     taken: dict[str, list[str]] = {}
-    for f, d in names.items():
-        taken.setdefault(d, []).append(f)
-    for d, fs in taken.items():
-        if len(fs) > 1:
-            raise JournalError(
-                f"the journal's {d} could be any of {', '.join(fs)}: run this from the "
-                "folder the evaluation ran in"
-            )
+    for d in left:
+        tail = _tail(d)
+        ends = [f for f in by_name.get(Path(d).name, []) if f.endswith(tail)]
+        if len(ends) == 1:
+            names[ends[0]] = d
+        elif len(ends) > 1:
+            taken[d] = ends
+    if taken:
+        d, fs = next(iter(taken.items()))
+        raise JournalError(
+            f"the journal's {d} could be any of {', '.join(fs)}: run this from the "
+            "folder the evaluation ran in"
+        )
     return names
 
 

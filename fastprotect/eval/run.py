@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
@@ -101,6 +102,11 @@ class Method:
     protect: Callable[[Tensor, Tensor], Tensor]  # (x, target image at x's size) -> x_hat
     router: Protector | None = None  # MoP models choose (and are measured on) their own target
     at_view: bool = False  # view mode: protects the attacker's view, not the published image
+
+
+#: what decoding an unreadable image file raises (Pillow: OSError for unknown or truncated
+#: files, SyntaxError and ValueError from some plugins, its decompression-bomb guard)
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def centre_square(path: Path, size: int) -> Tensor:
@@ -221,11 +227,16 @@ def select_files(
     val_fraction: float = 0.2,
     per_domain: int | None = None,
     limit: int | None = None,
+    exclude: Path | None = None,
 ) -> list[Path]:
     """The images ``evaluate`` takes: the ``split`` (``val``, ``train`` or ``all``) of the
-    images under ``roots``, the first ``per_domain`` of each domain, the first ``limit``
-    (:func:`take_shard` cuts a shard of them)."""
+    images under ``roots`` (none under ``exclude``, the run's own folder), the first
+    ``per_domain`` of each domain, the first ``limit`` (:func:`take_shard` cuts a shard of
+    them)."""
     files = list_images(roots)
+    if exclude is not None:
+        own = Path(exclude).resolve()
+        files = [f for f in files if own not in Path(f).resolve().parents]
     train, val = split_files(files, val_fraction)
     files = {"val": val, "train": train, "all": files}[split]
     if per_domain:
@@ -448,8 +459,8 @@ def evaluate(
     to ``examples_dir/<domain>/<image>/`` as PNG: ``original``, ``original_recon``
     (``D(E(x))``), and per method ``<method>`` and ``<method>_recon`` (no transform).
     """
-    if any(v < 8 for v in views):
-        raise EvaluationError(f"views are shorter sides in pixels (at least 8), got {list(views)}")
+    if any(v < 16 for v in views):
+        raise EvaluationError(f"views are shorter sides in pixels (at least 16), got {list(views)}")
     transforms = expand_transforms(transforms)
     known = [*NAMED_TRANSFORMS, *AUTOENCODER_PURIFICATIONS]
     unknown = [t for t in transforms if t not in known]
@@ -459,10 +470,8 @@ def evaluate(
             f"{list(PURIFICATION_SET)})"
         )
     roots = [Path(d) for d in data]
-    selected = select_files(roots, split, val_fraction, per_domain, limit)
-    if out is not None:  # the run's own examples are no images to evaluate
-        own = Path(out).resolve()
-        selected = [f for f in selected if own not in Path(f).resolve().parents]
+    # the run's own examples are no images to evaluate
+    selected = select_files(roots, split, val_fraction, per_domain, limit, exclude=out)
     files = take_shard(selected, shard) if shard else selected
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
@@ -551,6 +560,15 @@ def evaluate(
         skipped: list[dict] = []
         for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
             domain = _domain(path, roots)
+            done_rows = measured.get(str(Path(path).resolve()))
+            if done_rows is None:
+                try:  # decoding only: an error on the device is no unreadable file
+                    image = read_rgb(path, max_side) if views else centre_square(path, size)
+                except UNREADABLE as e:
+                    why = f"not a readable image ({type(e).__name__}: {e})"
+                    skipped.append({"image": str(path), "reason": why})
+                    tqdm.write(f"fastprotect: warning: {path}: {why}; skipped", file=sys.stderr)
+                    continue
             saved[domain] = saved.get(domain, 0) + 1
             keep = None
             if saved[domain] <= examples:  # a.png and a.jpg, or two folders' a.png: apart
@@ -563,30 +581,26 @@ def evaluate(
                     name = f"{path.stem}_{path.suffix.lstrip('.')}-{n}"
                 example_names.add((domain, name))
                 keep = examples_dir / domain / name
-            if (done_rows := measured.get(str(Path(path).resolve()))) is not None:
+            if done_rows is not None:
                 rows += [{**r, "image": str(path)} for r in done_rows]
                 continue
             args = (str(path), domain, methods, reference, enc, dec, lpips_fn)
-            try:
-                if views:
-                    x = read_rgb(path, max_side).float()[None].to(dev) / 255
-                else:
-                    x = centre_square(path, size).to(dev)
-            except Exception as e:  # noqa: BLE001 - any decoder failure is this file's
-                why = f"not a readable image ({type(e).__name__}: {e})"
-                skipped.append({"image": str(path), "reason": why})
-                tqdm.write(f"fastprotect: warning: {path}: {why}; skipped", file=sys.stderr)
-                continue
             if views:
+                x = image.float()[None].to(dev) / 255
                 image_rows = _view_rows(x, *args, views, fns, keep)
             else:
-                image_rows = _crop_rows(x, *args, fns, keep)
+                image_rows = _crop_rows(image.to(dev), *args, fns, keep)
             if run_journal is not None:
                 run_journal.record(str(path), image_rows)
             rows += image_rows
         if skipped:
             settings["images"] -= len(skipped)
             settings["skipped_files"] = skipped
+        if not rows:
+            raise EvaluationError(
+                "no image could be measured: "
+                + "; ".join(f"{f['image']}: {f['reason']}" for f in skipped[:3])
+            )
         return rows, settings
 
 
