@@ -646,7 +646,7 @@ def test_shards_of_a_run_merge_into_the_whole_runs_results(model, tmp_path, caps
         capture_output=True, text=True,
     )  # fmt: skip
     assert table.returncode == 0, table.stderr
-    assert "Partial: 2 of the 3 validation images: 2 of 3 shards" in table.stdout
+    assert "Partial: 2 of the 3 images: 2 of 3 shards" in table.stdout  # --split all
 
     # what is not finished shards of one run is refused, and nothing is written
     refused = {
