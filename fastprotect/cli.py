@@ -142,6 +142,12 @@ def _own(argv: Sequence[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help=COMMANDS["info"], description=COMMANDS["info"])
     p_info.add_argument("model", nargs="?", help=MODEL_HELP)
+    p_info.add_argument(
+        "--model",
+        dest="model_option",
+        metavar="MODEL",
+        help="the same, as the other commands take it",
+    )
     p_tg = sub.add_parser("targets", help=COMMANDS["targets"], description=COMMANDS["targets"])
     p_tg.add_argument("--out", required=True, help="output folder")
     p_tg.add_argument(
@@ -196,6 +202,12 @@ def _own(argv: Sequence[str]) -> int:
     p_pr.add_argument("--debug", action="store_true", help="show tracebacks")
     p_ex = sub.add_parser("export", help=COMMANDS["export"], description=COMMANDS["export"])
     p_ex.add_argument("model", nargs="?", help=MODEL_HELP)
+    p_ex.add_argument(
+        "--model",
+        dest="model_option",
+        metavar="MODEL",
+        help="the same, as the other commands take it",
+    )
     p_ex.add_argument("--out", required=True, help="graph file: .pt, .ptl or .pt2")
     p_ex.add_argument(
         "--format",
@@ -322,6 +334,10 @@ def _own(argv: Sequence[str]) -> int:
     )
     p_sv.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if getattr(args, "model_option", None):  # export and info take the model either way
+        if args.model and args.model != args.model_option:
+            parser.error(f"two models named: {args.model} and --model {args.model_option}")
+        args.model = args.model_option
     if args.command == "serve":
         return _serve(args)
     if args.command == "demo":

@@ -347,3 +347,11 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert "usage: fastprotect protect" in out.stdout
+
+
+def test_info_and_export_take_the_model_as_the_other_commands_do(capsys):
+    assert main(["info", "--model", "fastprotect-taef2-v1"]) == 0
+    assert "release     fastprotect-taef2 v1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["export", "fastprotect-taef2-v1", "--model", "fastprotect-taef2-v2", "--out", "x.pt"])
+    assert "two models named" in capsys.readouterr().err
