@@ -493,8 +493,9 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"fastprotect: error: {problem}", file=sys.stderr)
         return 2
     try:
-        if (out / "results.json").exists():
-            raise EvaluationError(f"{out / 'results.json'} exists; choose another --out")
+        for name in ("results.json", "results.csv"):  # both are written at the end
+            if (out / name).exists():
+                raise EvaluationError(f"{out / name} exists; choose another --out")
         check_device(args.device)  # before any model is loaded
         with fallback_notes() as notes:
             methods, reference = parse_methods(

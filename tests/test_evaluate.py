@@ -772,3 +772,13 @@ def test_report_refuses_view_mode_runs_and_runs_without_clean():
     no_clean = {"settings": {"views": [], "transforms": ["jpeg75"]}}
     assert "no 'clean' transform" in report.unreadable(no_clean)
     assert report.unreadable({"settings": {"views": [], "transforms": ["clean"]}}) is None
+
+
+def test_a_leftover_results_file_stops_evaluate_before_it_measures(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.csv").write_text("left from an earlier run\n")
+    code = main(["evaluate", str(tmp_path), "--method", "sign", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert f"{tmp_path / 'out' / 'results.csv'} exists; choose another --out" in (
+        capsys.readouterr().err
+    )
