@@ -68,6 +68,14 @@ def _move_without_overwriting(tmp: Path, dest: Path) -> None:
         raise
 
 
+def drop_empty_leftover(path: Path) -> None:
+    """Remove ``path`` if it is an empty file: no finished output, but what a crash can leave
+    where the file system has no hard links (:func:`atomic_output`); it is redone, never
+    skipped as done."""
+    if path.is_file() and path.stat().st_size == 0:
+        path.unlink()
+
+
 def next_free(path: str | os.PathLike) -> Path:
     """``path`` if it does not exist, else the first free ``stem-N.suffix`` beside it."""
     path = Path(path)

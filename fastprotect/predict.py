@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .fileutil import drop_empty_leftover
 from .imageio import ImageReadError, LoadedImage, load_image, save_image
 from .protect import (
     Job,
@@ -92,8 +93,7 @@ class ProtectDataset(Dataset):
         if index >= len(self.jobs):
             return ProtectItem(job=None)
         job = self.jobs[index]
-        if job.dest.is_file() and job.dest.stat().st_size == 0:
-            job.dest.unlink()  # no finished output (as protect_files treats it)
+        drop_empty_leftover(job.dest)
         if job.dest.exists():
             if self.skip_existing and (taken := taken_by_rival(job)):
                 return ProtectItem(job, error=taken + "; delete it and rerun")

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from .data.files import IMAGE_EXTENSIONS
 from .encoders import encoder_from_identity
+from .fileutil import drop_empty_leftover
 from .imageio import FORMATS, ImageReadError, keep_format, load_image, save_image
 from .modelfile import DEFAULT_S_MIN, load_model
 from .protector import Protector
@@ -287,10 +288,7 @@ def protect_files(
     summary = Summary()
     t0 = time.perf_counter()
     for job in tqdm(jobs, desc="protecting", unit="image", disable=not progress or not jobs):
-        if job.dest.is_file() and job.dest.stat().st_size == 0:
-            # an empty file is no finished output: what a crash leaves where the file system
-            # has no hard links (fastprotect.fileutil); it is replaced, never skipped
-            job.dest.unlink()
+        drop_empty_leftover(job.dest)
         if job.dest.exists() and not overwrite:
             taken = skip_existing and taken_by_rival(job)
             if taken:

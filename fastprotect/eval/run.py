@@ -538,13 +538,13 @@ def evaluate(
             "versions": _versions(),
         }
         run_journal = None
+        absolute = [str(Path(f).resolve()) for f in files]  # each image's key, once
         measured: dict[str, list[dict]] = {}  # rows of the images an earlier run measured
         if journal is not None:
             run_journal = RunJournal.open(
                 journal, _journal_key(settings, files, journal_key), resume
             )
             # by absolute path: a run resumed from another folder names its images otherwise
-            absolute = [str(Path(f).resolve()) for f in files]
             names = journalled_names(absolute, run_journal.done)
             measured = {f: run_journal.done[d] for f, d in names.items()}
             done = len(measured)
@@ -558,9 +558,15 @@ def evaluate(
         saved: dict[str, int] = {}
         example_names: set[tuple[str, str]] = set()
         skipped: list[dict] = []
-        for path in tqdm(files, desc="evaluating", unit="image", disable=not progress):
+        for path, key in tqdm(
+            zip(files, absolute, strict=True),
+            desc="evaluating",
+            unit="image",
+            total=len(files),
+            disable=not progress,
+        ):
             domain = _domain(path, roots)
-            done_rows = measured.get(str(Path(path).resolve()))
+            done_rows = measured.get(key)
             if done_rows is None:
                 try:  # decoding only: an error on the device is no unreadable file
                     image = read_rgb(path, max_side) if views else centre_square(path, size)
