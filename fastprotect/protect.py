@@ -188,6 +188,12 @@ def _distinct(jobs: list[Job]) -> list[Job]:
     return jobs
 
 
+def is_hidden(rel: Path) -> bool:
+    """Whether a folder scan skips this path (relative to the scanned folder): hidden files
+    and folders (``.name``) and macOS's ``__MACOSX``, which unzipping leaves."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
 def plan(
     inputs: Sequence[str], out_dir: Path, fmt: str, inside_out: list[Path] | None = None
 ) -> tuple[list[Job], list[tuple[Path, str]]]:
@@ -223,13 +229,10 @@ def plan(
         out_fmt, suffix = output_format(src, fmt)
         jobs.append(Job(src, out_dir / rel.with_suffix(suffix), out_fmt))
 
-    def hidden(rel: Path) -> bool:
-        return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
-
     def scan(folder: Path, into: Path) -> None:
         for f in sorted(folder.rglob("*")):
             rel = f.relative_to(folder)
-            if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS and not hidden(rel):
+            if f.is_file() and f.suffix.lower() in PROTECT_EXTENSIONS and not is_hidden(rel):
                 add(f, into / rel)
 
     for item in inputs:

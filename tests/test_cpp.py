@@ -82,7 +82,10 @@ def test_cpp_reads_16_bit_and_gray_pnm_and_rejects_bad_files(binary, graph, tmp_
     deep = tmp_path / "deep.ppm"
     pixels = np.full((5, 4, 3), 65535 // 2, ">u2")
     deep.write_bytes(b"P6\n# sixteen bits\n4 5\n65535\n" + pixels.tobytes())
-    for src in (gray, deep):
+    # a comment straight after a value ends it, as whitespace does (netpbm's rule)
+    glued = tmp_path / "glued.ppm"
+    glued.write_bytes(b"P6#c\n4#w\n5 255\n" + bytes([128]) * 60)
+    for src in (gray, deep, glued):
         run = subprocess.run(
             [str(binary), str(pt), str(src), str(tmp_path / f"{src.stem}-out.ppm")],
             capture_output=True,
@@ -99,7 +102,14 @@ def test_cpp_reads_16_bit_and_gray_pnm_and_rejects_bad_files(binary, graph, tmp_
         [str(binary), str(pt), str(bad), str(tmp_path / "o.ppm")], capture_output=True, text=True
     )
     assert run.returncode == 1 and "bad.ppm: truncated pixel data" in run.stderr
-    assert not (tmp_path / "o.ppm").exists() and not (tmp_path / "o.ppm.part").exists()
+    assert not (tmp_path / "o.ppm").exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".part" in p.name]
+    run = subprocess.run(
+        [str(binary), str(tmp_path / "none.pt"), str(gray), str(tmp_path / "q.ppm")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "none.pt: no such file" in run.stderr
     run = subprocess.run(
         [str(binary), str(pt), str(gray), str(gray)], capture_output=True, text=True
     )

@@ -774,6 +774,58 @@ def test_report_refuses_view_mode_runs_and_runs_without_clean():
     assert report.unreadable({"settings": {"views": [], "transforms": ["clean"]}}) is None
 
 
+def test_report_renders_unmeasured_disruption_and_odd_folder_names():
+    """A run without a decoder has no disruption; domains are folder names, which may hold
+    markdown's and HTML's special characters."""
+    report = _load_report()
+    settings = {
+        "methods": ["mop", "pgd2"],
+        "transforms": ["clean"],
+        "images": 1,
+        "split": "all",
+        "val_fraction": 0.2,
+        "size": 64,
+        "eval_encoder": "taef2",
+        "decoder": False,
+        "lpips": False,
+        "reference_eta": 8 / 255,
+        "strength_map": "off",
+    }
+    summary = [
+        {
+            "method": m,
+            "transform": "clean",
+            "domain": d,
+            "n": 1,
+            "psnr": 33.0,
+            "ssim": 0.9,
+            "lpips": None,
+            "latent_pull": pull,
+            "disruption_db": None,
+            "seconds": 0.1,
+        }
+        for m, pull in (("mop", 0.5), ("pgd2", 0.4))
+        for d in ("all", "<b>x&y|z")
+    ]
+    page = report.render({"settings": settings, "summary": summary}, "x.json", "cmd")
+    assert "- not judged: disruption at least 95% of PGD's (not measured)" in page
+    assert "- not met: latent pull no worse than PGD (0.500 vs 0.400)" in page
+    assert "&lt;b&gt;x&amp;y\\|z (n=1)" in page and "<b>" not in page
+    assert report._image("grid of my art (v2)", "grid my art (v2).jpg") == (
+        "![grid of my art (v2)](grid%20my%20art%20%28v2%29.jpg)"
+    )
+
+
+def test_report_grid_takes_a_dollar_in_a_file_name_literally(tmp_path):
+    report = _load_report()
+    image = tmp_path / "examples" / "art" / "poster_$5_to_$10"
+    image.mkdir(parents=True)
+    for name in ("original", "original_recon", "mop", "mop_recon"):
+        Image.fromarray(_rgb(16, 16)).save(image / f"{name}.png")
+    (grid,) = report.plot_grids(tmp_path / "examples", ["mop"], tmp_path / "results")
+    assert grid.name == "results_grid_art.jpg" and grid.stat().st_size > 1000
+
+
 def test_a_leftover_results_file_stops_evaluate_before_it_measures(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.csv").write_text("left from an earlier run\n")

@@ -22,7 +22,9 @@ from fastprotect.eval.mimic import (  # noqa: E402
     ADAPTER,
     MimicSettings,
     build_metrics,
+    check_run,
     finetune_lora,
+    gather_inputs,
     remove_adapter,
     run_mimicry,
 )
@@ -242,3 +244,99 @@ def test_command_line_protects_the_clean_set_itself(tmp_path):
     assert doc["runs"]["protected"]["images"] == 2 and doc["metrics"] == []
     assert doc["protected_by"].startswith("fastprotect protect --model (shipped)")
     assert tool.main(args) == 2  # results exist: not overwritten without --overwrite
+    # another artist's set in the same folder: nothing of the first set may stay in it
+    (clean / "1.png").unlink()
+    assert tool.main([*args, "--overwrite"]) == 0
+    assert [p.name for p in (tmp_path / "out" / "protected_inputs").iterdir()] == ["0.png"]
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["runs"]["clean"]["images"] == doc["runs"]["protected"]["images"] == 1
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("mimic_lora", REPO / "tools" / "mimic_lora.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def _touch_png(path: Path, value: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path, format="PNG")
+
+
+def test_inputs_are_found_as_protect_finds_them_and_paired_by_name(tmp_path):
+    clean, prot, out = tmp_path / "clean", tmp_path / "prot", tmp_path / "clean" / "mimic"
+    for name in ["a.jpg", "a.png", "sub/b.png", ".hidden.png", "__MACOSX/._c.png", "notes.txt"]:
+        _touch_png(clean / name)
+    _touch_png(out / "clean" / "p0_s0.png")  # the run's own output, inside the clean folder
+    # what `fastprotect protect clean --out prot` writes, and in another format for sub/b
+    for name in ["a.png", "a_jpg.png", "sub/b.webp"]:
+        _touch_png(prot / name)
+    found = gather_inputs(clean, prot, out)
+    assert [p.relative_to(clean).as_posix() for p in found.clean] == ["a.jpg", "a.png", "sub/b.png"]
+    assert [p.relative_to(prot).as_posix() for p in found.pairs] == [
+        "a_jpg.png",
+        "a.png",
+        "sub/b.webp",
+    ]
+    assert found.protected == found.pairs and found.unpaired is None
+    # names that do not match: trained on as they are, not paired (DISTS is not scored)
+    (prot / "sub" / "b.webp").rename(prot / "sub" / "z.webp")
+    found = gather_inputs(clean, prot, out)
+    assert found.pairs is None and len(found.protected) == 3
+    assert "1 clean image(s) have no protected version" in found.unpaired
+    assert "1 protected image(s) have no clean original (e.g. sub/z)" in found.unpaired
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no images"):
+        gather_inputs(clean, tmp_path / "empty", out)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        gather_inputs(clean, tmp_path / "nope", out)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"steps": 0}, "steps must be at least 1"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"rank": -1}, "rank must be at least 1"),
+        ({"resolution": 36}, "multiple of 8"),
+        ({"seeds": (0, 0)}, "seeds repeat"),
+        ({"prompts": ()}, "at least one prompt"),
+    ],
+)
+def test_settings_that_would_fail_late_are_refused_at_once(change, message):
+    with pytest.raises(ValueError, match=message):
+        MimicSettings(**change)
+
+
+def test_fid_needs_two_images_and_two_samples():
+    check_run(MimicSettings(prompts=("a",), seeds=(0, 1)), ["fid"], 2)
+    check_run(MimicSettings(prompts=("a",), seeds=(0,)), ["clip_iqa"], 1)
+    with pytest.raises(ValueError, match="FID needs at least 2 clean images"):
+        check_run(MimicSettings(), ["fid"], 1)
+    with pytest.raises(ValueError, match="here 3 and 1"):
+        check_run(MimicSettings(prompts=("a",), seeds=(0,)), ["fid", "dists"], 3)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "0"], "steps must be at least 1"),
+        (["--resolution", "36"], "multiple of 8"),
+        (["--protected", "nope"], "nope: not a folder"),
+        (["--protected", "EMPTY"], "no images"),
+        (["--protected", "CLEAN", "--model", "fastprotect-taef2-v1"], "not both"),
+        (["--metrics", "fid"], "FID needs at least 2 clean images"),
+    ],
+)
+def test_command_line_refuses_before_loading_anything(tmp_path, capsys, extra, message):
+    clean = tmp_path / "clean"
+    _touch_png(clean / "a.png")
+    (tmp_path / "empty").mkdir()
+    extra = [{"EMPTY": str(tmp_path / "empty"), "CLEAN": str(clean)}.get(a, a) for a in extra]
+    # the base does not exist: reaching the pipeline would fail differently
+    args = ["--clean", str(clean), "--out", str(tmp_path / "out"), "--base", str(tmp_path / "no")]
+    args += ["--metrics", "none", "--device", "cpu", *extra]
+    assert _tool().main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -74,54 +74,76 @@ def main(argv: list[str] | None = None) -> int:
         help="pipeline precision; bfloat16 on GPUs that have it (float16 is not offered: "
         "LoRA training in float16 needs a gradient scaler, which this harness does not use)",
     )
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT/results.json")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT/results.json (and the samples and protected inputs "
+        "beside it)",
+    )
     args = ap.parse_args(argv)
+
+    import shutil
 
     import torch
 
-    from fastprotect.eval.mimic import build_metrics, load_pipeline, run_mimicry
+    from fastprotect.eval.mimic import (
+        build_metrics,
+        check_run,
+        gather_inputs,
+        load_pipeline,
+        protected_names,
+        run_mimicry,
+    )
+
+    def refuse(message: str) -> int:
+        print(f"mimic: {message}", file=sys.stderr)
+        return 2
 
     if (args.out / "results.json").exists() and not args.overwrite:
-        print(
-            f"mimic: {args.out / 'results.json'} exists (--overwrite replaces it)", file=sys.stderr
-        )
-        return 2
-    if not args.clean.is_dir():
-        print(f"mimic: {args.clean}: not a folder", file=sys.stderr)
-        return 2
+        return refuse(f"{args.out / 'results.json'} exists (--overwrite replaces it)")
+    if args.protected is not None and args.model is not None:
+        return refuse("--model protects --clean when no --protected is given; not both")
     metrics = [] if args.metrics == ["none"] else args.metrics
     try:
+        settings = MimicSettings(
+            instance_prompt=args.instance_prompt,
+            prompts=args.prompts,
+            seeds=args.seeds,
+            resolution=args.resolution or (1024 if args.kind == "sdxl" else 512),
+            steps=args.steps,
+            lr=args.lr,
+            rank=args.rank,
+            batch_size=args.batch_size,
+            inference_steps=args.inference_steps,
+            guidance_scale=args.guidance,
+        )
+        # both folders are read before anything is downloaded, protected or fine-tuned
+        found = gather_inputs(args.clean, args.protected, args.out)
+        check_run(settings, metrics, len(found.clean))
         scorers = build_metrics(metrics)
-    except (ValueError, ModuleNotFoundError) as e:
-        print(f"mimic: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
+        return refuse(str(e))
+    if found.unpaired and args.protected is not None and "dists" in metrics:
+        print(f"mimic: DISTS will not be scored: {found.unpaired}", file=sys.stderr)
     protected, protected_by = args.protected, None
     if protected is None:
-        from fastprotect.protect import load_protector, plan, protect_files
+        from fastprotect.protect import Job, load_protector, protect_files
 
+        # the harness's own folder: emptied, so that only this run's clean set is in it
         protected = args.out / "protected_inputs"
+        if protected.exists():
+            shutil.rmtree(protected)
         protector, strength = load_protector(args.model)
         protected_by = f"fastprotect protect --model {args.model or '(shipped)'} ({strength})"
-        jobs, problems = plan([str(args.clean)], protected, "png")
-        summary = protect_files(protector, jobs, overwrite=True)  # never stale inputs
+        dests = protected_names(args.clean, found.clean, protected)
+        jobs = [Job(c, d) for c, d in zip(found.clean, dests, strict=True)]
+        summary = protect_files(protector, jobs, overwrite=True)
         print(
             f"mimic: protected inputs ({strength} strength map): {summary.line()}", file=sys.stderr
         )
-        if summary.failed or problems:
-            print(f"mimic: could not protect: {summary.failed + problems}", file=sys.stderr)
+        if summary.failed:
+            print(f"mimic: could not protect: {summary.failed}", file=sys.stderr)
             return 1
-    settings = MimicSettings(
-        instance_prompt=args.instance_prompt,
-        prompts=args.prompts,
-        seeds=args.seeds,
-        resolution=args.resolution or (1024 if args.kind == "sdxl" else 512),
-        steps=args.steps,
-        lr=args.lr,
-        rank=args.rank,
-        batch_size=args.batch_size,
-        inference_steps=args.inference_steps,
-        guidance_scale=args.guidance,
-    )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = args.base or DEFAULT_BASE[args.kind]
     pipe = load_pipeline(base, args.kind, device, getattr(torch, args.dtype))
@@ -130,8 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         pipe, args.clean, protected, args.out, settings, scorers, base, log, protected_by
     )
     for name, run in doc["runs"].items():
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in run["metrics"].items()) or "not scored"
-        print(f"mimic: {name}: final loss {run['losses'][-1]:.4f}; {scores}", file=sys.stderr)
+        scores = ", ".join(
+            f"{k} {'not a number' if v is None else f'{v:.4f}'}" for k, v in run["metrics"].items()
+        )
+        print(
+            f"mimic: {name}: final loss {run['losses'][-1]:.4f}; {scores or 'not scored'}",
+            file=sys.stderr,
+        )
     print(f"mimic: results in {args.out / 'results.json'}", file=sys.stderr)
     return 0
 

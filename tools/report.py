@@ -20,13 +20,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 
 def _fmt(v, spec=".3f") -> str:
     return "n/a" if v is None else format(v, spec)
+
+
+def _cell(text: str) -> str:
+    """A name as a markdown table cell: HTML's special characters and the column bar
+    escaped (domains are folder names, which may hold any of them)."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
+
+
+def _image(alt: str, target: str) -> str:
+    """A markdown image whose file name may hold spaces, brackets or ``#``."""
+    alt = _cell(alt).replace("[", "\\[").replace("]", "\\]")
+    return f"![{alt}]({quote(target)})"
 
 
 def _index(summary: list[dict]) -> dict[tuple[str, str, str], dict]:
@@ -54,6 +69,15 @@ def unreadable(doc: dict) -> str | None:
     if "clean" not in s.get("transforms", []):
         return "the run has no 'clean' transform, which every table of this page starts from"
     return None
+
+
+def _check(name: str, e: dict, p: dict, key: str, ok, spec: str) -> tuple:
+    """One target of a method ``e`` against PGD's ``p``: (name, met or None, values)."""
+    a, b = e.get(key), p.get(key)
+    if a is None or b is None:  # e.g. no decoder: disruption was not measured
+        return (name, None, "not measured")
+    unit = " dB" if key in ("psnr", "disruption_db") else ""
+    return (name, ok(a, b), f"{a:{spec}} vs {b:{spec}}{unit}")
 
 
 def render(
@@ -105,7 +129,7 @@ def render(
             continue
         margin = None if sign is None or e["disruption_db"] is None else e["disruption_db"] - sign
         out.append(
-            f"| {m} | {_pm(e, 'psnr', '.2f')} | {_pm(e, 'ssim', '.3f')} | "
+            f"| {_cell(m)} | {_pm(e, 'psnr', '.2f')} | {_pm(e, 'ssim', '.3f')} | "
             f"{_pm(e, 'lpips', '.3f')} | {_pm(e, 'latent_pull', '.3f')} | "
             f"{_pm(e, 'disruption_db', '.2f')} | {_fmt(margin, '+.2f')} | "
             f"{_fmt(e['seconds'], '.2f')} |"
@@ -121,14 +145,14 @@ def render(
     ]
     for m in methods:
         cells = [_fmt(idx.get((m, t, "all"), {}).get("disruption_db"), ".2f") for t in transforms]
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append(f"| {_cell(m)} | " + " | ".join(cells) + " |")
     out += [
         "",
         "## Per domain (clean): PSNR dB / disruption dB",
         "",
         "| method | "
         + " | ".join(
-            f"{d} (n={idx.get((methods[0], 'clean', d), {}).get('n', 0)})" for d in domains
+            f"{_cell(d)} (n={idx.get((methods[0], 'clean', d), {}).get('n', 0)})" for d in domains
         )
         + " |",
         "|---|" + "---:|" * len(domains),
@@ -138,7 +162,7 @@ def render(
         for d in domains:
             e = idx.get((m, "clean", d), {})
             cells.append(f"{_fmt(e.get('psnr'), '.2f')} / {_fmt(e.get('disruption_db'), '.2f')}")
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append(f"| {_cell(m)} | " + " | ".join(cells) + " |")
     mops = [
         m
         for m in methods
@@ -153,23 +177,18 @@ def render(
             e = idx[(m, "clean", "all")]
             j = idx.get((m, "jpeg75", "all"), {})
             checks = [
-                (
-                    "latent pull no worse than PGD",
-                    e["latent_pull"] <= p["latent_pull"],
-                    f"{e['latent_pull']:.3f} vs {p['latent_pull']:.3f}",
-                ),
-                (
+                _check("latent pull no worse than PGD", e, p, "latent_pull", operator.le, ".3f"),
+                _check(
                     "disruption at least 95% of PGD's",
-                    e["disruption_db"] >= 0.95 * p["disruption_db"],
-                    f"{e['disruption_db']:.2f} vs {p['disruption_db']:.2f} dB",
+                    e,
+                    p,
+                    "disruption_db",
+                    lambda a, b: a >= 0.95 * b,
+                    ".2f",
                 ),
-                (
-                    "PSNR equal or higher",
-                    e["psnr"] >= p["psnr"],
-                    f"{e['psnr']:.2f} vs {p['psnr']:.2f} dB",
-                ),
+                _check("PSNR equal or higher", e, p, "psnr", operator.ge, ".2f"),
             ]
-            if j.get("disruption_db") is not None and e["disruption_db"]:
+            if j.get("disruption_db") is not None and e.get("disruption_db"):
                 keep = j["disruption_db"] / e["disruption_db"]
                 checks.append(
                     (
@@ -181,7 +200,8 @@ def render(
             out.append(f"**{m}**:")
             out.append("")
             for name, ok, value in checks:
-                out.append(f"- {'met' if ok else 'not met'}: {name} ({value})")
+                verdict = "not judged" if ok is None else "met" if ok else "not met"
+                out.append(f"- {verdict}: {name} ({value})")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -415,8 +435,10 @@ def plot_grids(examples: Path, methods: list[str], stem: Path) -> list[Path]:
                 va="center",
                 ha="right",
                 fontsize=9,
+                parse_math=False,
             )
-        fig.suptitle(f"{domain.name}: {image_dir.name}", fontsize=10)
+        # parse_math off: a "$" in a file name is not the start of a formula
+        fig.suptitle(f"{domain.name}: {image_dir.name}", fontsize=10, parse_math=False)
         fig.tight_layout(rect=(0, 0, 1, 0.985))
         # JPEG at high quality: PNG photo grids would be megabytes each in the repository.
         path = stem.with_name(f"{stem.name}_grid_{domain.name}.jpg")
@@ -454,17 +476,22 @@ def render_mimicry(doc: dict, source: str, made_by: str, grid: str | None) -> st
     for name, run in runs.items():
         vals = "".join(f"{_fmt(run['metrics'].get(m), '.4f')} | " for m in metrics)
         out.append(
-            f"| {name} | {run['images']} | {_fmt(run['losses'][-1], '.4f')} | {vals}"
+            f"| {_cell(name)} | {run['images']} | "
+            f"{_fmt(run['losses'][-1] if run['losses'] else None, '.4f')} | {vals}"
             f"{run['seconds']:.0f} |"
         )
     if metrics and {"clean", "protected"} <= set(runs):
-        deltas = ", ".join(
-            f"{m} {runs['protected']['metrics'][m] - runs['clean']['metrics'][m]:+.4f}"
-            for m in metrics
-        )
+
+        def delta(m: str) -> str:
+            a, b = runs["protected"]["metrics"].get(m), runs["clean"]["metrics"].get(m)
+            return "n/a" if a is None or b is None else f"{a - b:+.4f}"
+
+        deltas = ", ".join(f"{m} {delta(m)}" for m in metrics)
         out += ["", f"Protected minus clean: {deltas}."]
     dists = doc.get("inputs", {}).get("dists")
-    if "dists" in doc["metrics"]:
+    if "dists" in doc["metrics"] and dists is None and doc.get("unpaired"):
+        out += ["", f"DISTS of the protected training images: not scored ({doc['unpaired']})."]
+    elif "dists" in doc["metrics"]:
         out += [
             "",
             f"DISTS of the protected training images against the clean ones: "
@@ -473,7 +500,7 @@ def render_mimicry(doc: dict, source: str, made_by: str, grid: str | None) -> st
             "images).",
         ]
     if grid:
-        out += ["", f"![Samples: clean fine-tune above, protected below]({grid})"]
+        out += ["", _image("Samples: clean fine-tune above, protected below", grid)]
     return "\n".join(out) + "\n"
 
 
@@ -547,7 +574,7 @@ def main() -> None:
     figure = args.out.with_name(args.out.stem + "_disruption_psnr.png")
     plot_disruption_psnr(doc, figure)
     page = render(doc, str(args.results), args.command, args.note, made_by)
-    page += f"\n![Disruption against PSNR]({figure.name})\n"
+    page += f"\n{_image('Disruption against PSNR', figure.name)}\n"
     for path in args.ablation:
         page += render_ablation(json.loads(path.read_text()), str(path))
     examples = args.examples or args.results.parent / "examples"
@@ -557,7 +584,7 @@ def main() -> None:
             cmd = json.loads((examples.parent / "results.json").read_text())["settings"]
             page += f"\nFrom a separate run on one image per domain:\n\n    {cmd['command']}\n"
         for grid in plot_grids(examples, doc["settings"]["methods"], args.out.with_suffix("")):
-            page += f"\n![{grid.stem}]({grid.name})\n"
+            page += f"\n{_image(grid.stem, grid.name)}\n"
     args.out.write_text(page)
     print(f"wrote {args.out} and {figure}")
 

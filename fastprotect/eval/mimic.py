@@ -70,6 +70,26 @@ class MimicSettings:
     guidance_scale: float = 7.5
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # checked here, before hours of fine-tuning: each of these fails late otherwise
+        for name in ("steps", "rank", "batch_size", "inference_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.resolution < 8 or self.resolution % 8:
+            raise ValueError(
+                f"resolution must be a multiple of 8 (the VAE's factor), not {self.resolution}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr must be above 0, not {self.lr}")
+        if not self.prompts or not self.seeds:
+            raise ValueError("at least one prompt and one seed are needed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {list(self.seeds)} (each sample is one file)")
+
+    @property
+    def samples(self) -> int:
+        return len(self.prompts) * len(self.seeds)
+
 
 @dataclass
 class RunResult:
@@ -93,15 +113,112 @@ def load_pipeline(base: str, kind: str = "sd15", device: str = "cpu", dtype=torc
     return pipe.to(device)
 
 
-def read_images(folder: str | Path, resolution: int) -> Tensor:
-    """Every image under ``folder`` (sorted), centre-cropped to a square and resized to
+def _under(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def find_images(folder: str | Path, exclude: Sequence[str | Path] = ()) -> list[Path]:
+    """The images a run takes from ``folder``, sorted: what ``fastprotect protect`` takes
+    from a folder (searched recursively by suffix; hidden files and ``__MACOSX`` skipped),
+    without anything under the folders in ``exclude`` (the run's own outputs, which may lie
+    inside)."""
+    from ..protect import PROTECT_EXTENSIONS, is_hidden
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    skip = [Path(e) for e in exclude]
+    paths = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+        and p.suffix.lower() in PROTECT_EXTENSIONS
+        and not is_hidden(p.relative_to(folder))
+        and not any(_under(p, e) for e in skip)
+    ]
+    if not paths:
+        raise FileNotFoundError(
+            f"{folder}: no images (searched by suffix: {', '.join(sorted(PROTECT_EXTENSIONS))})"
+        )
+    return paths
+
+
+def protected_names(clean_root: Path, clean: Sequence[Path], protected_root: Path) -> list[Path]:
+    """Where ``fastprotect protect CLEAN_ROOT --out PROTECTED_ROOT`` writes each clean image
+    as PNG: its path relative to the folder, with distinct names for ``x.jpg`` beside
+    ``x.png`` (``x_jpg.png``)."""
+    from ..protect import Job, _distinct
+
+    jobs = [Job(c, protected_root / c.relative_to(clean_root).with_suffix(".png")) for c in clean]
+    return [job.dest for job in _distinct(jobs)]
+
+
+@dataclass
+class Inputs:
+    """The images of a mimicry test, and which protected image belongs to which clean one."""
+
+    clean: list[Path]
+    protected: list[Path]
+    #: the protected version of each clean image, in ``clean``'s order; None when they do
+    #: not pair up one to one (then ``unpaired`` says why, and DISTS is not scored)
+    pairs: list[Path] | None
+    unpaired: str | None = None
+
+
+def gather_inputs(clean: str | Path, protected: str | Path | None, out: str | Path) -> Inputs:
+    """Both sets of a run (:func:`find_images`, leaving ``out`` aside), paired by name: a
+    protected image belongs to the clean image that ``fastprotect protect`` would have
+    written under that name, whatever its suffix (``a/b.jpg`` and ``a/b.png``, or
+    ``a/b.webp`` when it was kept as WebP). ``protected=None``: the clean set only."""
+    clean_root, out = Path(clean), Path(out)
+    clean_paths = find_images(clean_root, exclude=[out])
+    if protected is None:
+        return Inputs(clean_paths, [], None, "no protected set")
+    protected_root = Path(protected)
+    # OUT/protected_inputs (the harness's own) lies in OUT: only the samples are left out
+    samples = [out / "clean", out / "protected"]
+    protected_paths = find_images(
+        protected_root, exclude=samples if _under(protected_root, out) else [out]
+    )
+
+    def key(path: Path) -> str:
+        return path.relative_to(protected_root).with_suffix("").as_posix()
+
+    by_key: dict[str, list[Path]] = {}
+    for p in protected_paths:
+        by_key.setdefault(key(p), []).append(p)
+    expected = [key(p) for p in protected_names(clean_root, clean_paths, protected_root)]
+    why = []
+    lost = [c for c, k in zip(clean_paths, expected, strict=True) if not by_key.get(k)]
+    several = [k for k in expected if len(by_key.get(k, ())) > 1]
+    extra = sorted(set(by_key) - set(expected))
+    if lost:
+        why.append(f"{len(lost)} clean image(s) have no protected version by name (e.g. {lost[0]})")
+    if several:
+        why.append(f"{several[0]} names several protected images ({by_key[several[0]]})")
+    if extra:
+        why.append(f"{len(extra)} protected image(s) have no clean original (e.g. {extra[0]})")
+    if why:
+        return Inputs(clean_paths, protected_paths, None, "; ".join(why))
+    pairs = [by_key[k][0] for k in expected]
+    return Inputs(clean_paths, pairs, pairs)
+
+
+def check_run(settings: MimicSettings, metrics: Sequence[str], clean_images: int) -> None:
+    """Refuse, before any fine-tuning, a run whose scores cannot be computed."""
+    if "fid" in metrics and (clean_images < 2 or settings.samples < 2):
+        raise ValueError(
+            f"FID needs at least 2 clean images and 2 samples per run (prompts x seeds); "
+            f"here {clean_images} and {settings.samples} (or leave fid out of the metrics)"
+        )
+
+
+def read_images(paths: Sequence[Path], resolution: int) -> Tensor:
+    """The images at ``paths``, in that order, centre-cropped to a square and resized to
     ``resolution`` (antialiased bicubic): ``Nx3xRxR`` in [0, 1]."""
     from ..imageio import load_image
-    from ..protect import PROTECT_EXTENSIONS
 
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PROTECT_EXTENSIONS)
-    if not paths:
-        raise FileNotFoundError(f"{folder}: no images")
     out = []
     for p in paths:
         x = load_image(p).rgb
@@ -312,6 +429,16 @@ def build_metrics(
 # --- the whole test --------------------------------------------------------------------------
 
 
+def _finite(value: float) -> float | None:
+    """A score, or None where it is not a finite number (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _show(value: float | None) -> str:
+    return "not a number" if value is None else f"{value:.4f}"
+
+
 def _to_tensor(images: list) -> Tensor:
     import numpy as np
 
@@ -339,10 +466,17 @@ def run_mimicry(
     samples. ``protected_by`` records what protected the images. Returns the results
     document."""
     out = Path(out)
-    # both sets are read before any training: a bad folder fails at once
-    sets = {"clean": read_images(clean, settings.resolution)}
-    sets["protected"] = read_images(protected, settings.resolution)
+    inputs_found = gather_inputs(clean, protected, out)
+    check_run(settings, list(metrics), len(inputs_found.clean))
+    if inputs_found.unpaired and set(metrics) & set(INPUT_METRICS):
+        log(f"mimic: the protected inputs will not be scored: {inputs_found.unpaired}")
+    # both sets are read before any training: a bad image fails at once
+    sets = {"clean": read_images(inputs_found.clean, settings.resolution)}
+    sets["protected"] = read_images(inputs_found.protected, settings.resolution)
     reference = sets["clean"]
+    for name in sets:  # an earlier run's samples must not pass for this one's
+        for stale in (out / name).glob("p*_s*.png"):
+            stale.unlink()
     runs: dict[str, RunResult] = {}
     for name, images in sets.items():
         log(f"mimic: fine-tuning on {len(images)} {name} images, {settings.steps} steps")
@@ -370,22 +504,20 @@ def run_mimicry(
         x = _to_tensor(samples)
         for metric, fn in metrics.items():
             if metric not in INPUT_METRICS:
-                result.metrics[metric] = fn(x, reference)
-                log(f"mimic: {name} {metric} {result.metrics[metric]:.4f}")
+                result.metrics[metric] = _finite(fn(x, reference))
+                log(f"mimic: {name} {metric} {_show(result.metrics[metric])}")
         result.seconds = time.perf_counter() - t0
         runs[name] = result
     inputs: dict[str, Any] = {}
-    for metric in set(metrics) & set(INPUT_METRICS):
-        prot = sets["protected"]
-        if len(prot) != len(reference):
+    for metric in sorted(set(metrics) & set(INPUT_METRICS)):
+        if inputs_found.pairs is None:
             inputs[metric] = None
-            log(
-                f"mimic: {metric} not scored: {len(prot)} protected against {len(reference)} "
-                "clean images (they are paired by sorted file name)"
-            )
             continue
-        inputs[metric] = metrics[metric](prot, reference)
-        log(f"mimic: {metric} of the protected inputs against the clean ones {inputs[metric]:.4f}")
+        inputs[metric] = _finite(metrics[metric](sets["protected"], reference))
+        log(
+            f"mimic: {metric} of the protected inputs against the clean ones "
+            f"{_show(inputs[metric])}"
+        )
     doc = {
         "kind": "mimicry",
         "base": base,
@@ -401,6 +533,7 @@ def run_mimicry(
         "metrics": list(metrics),
         "runs": {k: asdict(v) for k, v in runs.items()},
         "inputs": inputs,
+        "unpaired": inputs_found.unpaired,
     }
-    (out / "results.json").write_text(json.dumps(doc, indent=1))
+    (out / "results.json").write_text(json.dumps(doc, indent=1, allow_nan=False))
     return doc

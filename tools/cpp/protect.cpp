@@ -9,8 +9,11 @@
 
 #include <torch/script.h>
 
+#include <unistd.h>
+
 #include <cctype>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -31,8 +34,9 @@ std::string next_token(std::istream& in) {
   std::string token;
   int c = in.get();
   while (c != EOF) {
-    if (c == '#') {
+    if (c == '#') {  // a comment ends the token before it, as whitespace does
       while (c != EOF && c != '\n' && c != '\r') c = in.get();
+      if (!token.empty()) break;
     } else if (std::isspace(c)) {
       if (!token.empty()) break;
     } else {
@@ -93,22 +97,35 @@ Image read_pnm(const std::filesystem::path& path) {
   return image;
 }
 
-// Binary PPM, written to a temporary name and renamed, so no partial output is left.
+// Binary PPM, written to a temporary file of this process's own and linked into place, so
+// no partial output is left and an output that appeared meanwhile is not replaced.
 void write_ppm(const std::filesystem::path& path, const Image& image) {
-  const std::filesystem::path tmp = path.string() + ".part";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw std::runtime_error("cannot open for writing");
-    out << "P6\n" << image.width << ' ' << image.height << "\n255\n";
-    out.write(reinterpret_cast<const char*>(image.rgb.data()),
-              static_cast<std::streamsize>(image.rgb.size()));
-    if (!out) {
-      out.close();
-      std::filesystem::remove(tmp);
-      throw std::runtime_error("write failed");
+  const std::filesystem::path tmp = path.string() + ".part" + std::to_string(::getpid());
+  std::FILE* out = std::fopen(tmp.c_str(), "wbx");  // "x": never an existing file
+  if (out == nullptr) throw std::runtime_error("cannot create " + tmp.string());
+  const std::string header =
+      "P6\n" + std::to_string(image.width) + " " + std::to_string(image.height) + "\n255\n";
+  const bool written =
+      std::fwrite(header.data(), 1, header.size(), out) == header.size() &&
+      std::fwrite(image.rgb.data(), 1, image.rgb.size(), out) == image.rgb.size();
+  if (std::fclose(out) != 0 || !written) {
+    std::filesystem::remove(tmp);
+    throw std::runtime_error("write failed");
+  }
+  std::error_code error;
+  std::filesystem::create_hard_link(tmp, path, error);  // fails if the output exists
+  if (error && error != std::errc::file_exists) {
+    // no hard links here (FAT, exFAT): rename instead, after one more check
+    if (std::filesystem::exists(path)) {
+      error = std::make_error_code(std::errc::file_exists);
+    } else {
+      std::filesystem::rename(tmp, path, error);
+      if (!error) return;
     }
   }
-  std::filesystem::rename(tmp, path);
+  std::filesystem::remove(tmp);
+  if (error == std::errc::file_exists) throw std::runtime_error("exists; refusing to overwrite");
+  if (error) throw std::runtime_error("cannot write: " + error.message());
 }
 
 Image protect(torch::jit::script::Module& graph, const Image& image) {
@@ -140,6 +157,10 @@ int main(int argc, char** argv) {
     std::cerr << "protect: " << output.string() << ": exists; refusing to overwrite\n";
     return 2;
   }
+  if (!std::filesystem::is_regular_file(model_path)) {
+    std::cerr << "protect: " << model_path.string() << ": no such file\n";
+    return 2;
+  }
   torch::jit::script::Module graph;
   try {
     graph = torch::jit::load(model_path.string());
@@ -152,7 +173,9 @@ int main(int argc, char** argv) {
     } else {
       std::cerr << " (a TorchScript file from `fastprotect export --out model.pt`?)";
     }
-    std::cerr << "\n";
+    // libtorch's message runs over many lines: its first one says what went wrong
+    const std::string reason = e.what();
+    std::cerr << ": " << reason.substr(0, reason.find('\n')) << "\n";
     return 2;
   }
   Image image;
