@@ -1,6 +1,6 @@
 """The ``fastprotect`` command: LightningCLI subcommands plus a few of our own.
 
-``fit``/``validate``/``test`` come from LightningCLI (omegaconf parser mode, so
+``fit``/``validate`` come from LightningCLI (omegaconf parser mode, so
 ``${...}`` interpolation works in configs). ``info MODEL`` summarises a model file;
 ``targets`` writes the target images as PNG; ``samples`` writes sample photos;
 ``protect`` protects image files; ``export`` writes the inference graph (:mod:`.export`);
@@ -33,10 +33,9 @@ COMMANDS = {
     "samples": "write scikit-image's bundled sample photos to a folder",
     "fit": "train a model (Lightning; e.g. --config configs/taef2.yaml)",
     "validate": "validate a model on the validation split (Lightning)",
-    "test": "test a model (Lightning)",
     "predict": "protect images as a Lightning predict job, on one or many GPUs",
 }
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
+LIGHTNING_COMMANDS = ("fit", "validate")
 OWN_COMMANDS = ("info", "targets", "samples", "protect", "export", "evaluate", "demo", "serve")
 STRENGTHS = ["auto", "lpips", "jnd", "off"]
 STRENGTH_HELP = (
@@ -402,7 +401,7 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
     """The project's LightningCLI (``run=False`` parses a config into model, data, trainer)."""
     # Imported here: protecting images should not pay for Lightning.
     from .data import MoPDataModule
-    from .fitcli import ProjectCLI
+    from .fitcli import ProjectCLI, RunConfig
     from .module import MoPModule
 
     # The frozen encoder stays in eval mode on purpose.
@@ -415,8 +414,7 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs):
         run=run,
         seed_everything_default=0,
         parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        **kwargs,
+        **{"save_config_callback": RunConfig, **kwargs},
     )
 
 

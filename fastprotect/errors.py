@@ -22,4 +22,8 @@ class ChecksumError(ValueError):
     """A weight file's bytes do not match its pinned sha256."""
 
 
-USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError)
+class ConfigError(ValueError):
+    """A training or evaluation setting (config file or command line) that cannot work."""
+
+
+USER_ERRORS = (NoImagesError, ModelFileError, WeightsNotFoundError, ChecksumError, ConfigError)

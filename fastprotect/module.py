@@ -318,15 +318,21 @@ class MoPModule(L.LightningModule):
     def on_fit_end(self) -> None:
         self._write_model()
 
-    def model_path(self) -> Path:
+    def model_path(self, interrupted: bool = False) -> Path:
         """Where ``fit`` writes the model: ``model_file``, or ``model.safetensors`` in the
-        trainer's root; never over an existing file (``model-1.safetensors``, ...)."""
+        trainer's root; never over an existing file (``model-1.safetensors``, ...). A run
+        stopped early writes ``model-interrupted.safetensors`` (or ``NAME-interrupted``)."""
         root = Path(self.trainer.default_root_dir)
-        return next_free(Path(self.model_file) if self.model_file else root / "model.safetensors")
+        path = Path(self.model_file) if self.model_file else root / "model.safetensors"
+        if path.is_dir():  # a folder named as the model file: the model goes into it
+            path = path / "model.safetensors"
+        if interrupted:
+            path = path.with_name(f"{path.stem}-interrupted{path.suffix or '.safetensors'}")
+        return next_free(path)
 
     @rank_zero_only
-    def _write_model(self) -> None:
-        path = self.model_path()
+    def _write_model(self, interrupted: bool = False) -> None:
+        path = self.model_path(interrupted)
         # a model trained through the strength map protects with the same s_min by default
         inference = {"s_min": self.strength_s_min} if self.strength_s_min is not None else None
         if self.strength_luma_s_min is not None:

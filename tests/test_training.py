@@ -130,7 +130,7 @@ def test_resume_notes_name_each_changed_or_unknown_hyperparameter(tmp_path, caps
     ckpt = tmp_path / "x.ckpt"
     old = {"_instantiator": "x", "lr": 0.005, "strength_s_min": 0.75, "targets": ["noise"],
            "entropy_range": (0.0, 4.0), "renamed_away": 3}  # fmt: skip
-    torch.save({"hyper_parameters": old}, ckpt)
+    torch.save({"hyper_parameters": old, "state_dict": {}}, ckpt)
     model = {"lr": 0.005, "strength_s_min": 0.5, "targets": ["noise"], "entropy_range": [0.0, 4.0]}
     cli = SimpleNamespace(
         config={"subcommand": "fit", "fit": {"ckpt_path": str(ckpt), "model": model}}
@@ -177,6 +177,8 @@ def test_model_file_is_never_overwritten_and_assignment_is_cached(tmp_path, monk
     fit_tiny(tmp_path, "--trainer.max_steps=2")
     assert (tmp_path / "model.safetensors").is_file()
     assert (tmp_path / "model-1.safetensors").is_file()
+    # each run's config beside its model, the first one's kept
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "config-1.yaml").is_file()
     assert len(list((tmp_path / "cache" / "assignments").glob("*.safetensors"))) == 1
 
 
@@ -203,3 +205,80 @@ def test_custom_loss_term_needs_no_module_change():
     assert set(out) == {"latent", "multilayer", "pixel", "loss"}
     assert torch.isclose(out["loss"], out["latent"] + 0.5 * out["multilayer"] + 2.0 * out["pixel"])
     assert m.layers == ("mid",)
+
+
+class Interrupt(L.Callback):
+    """Ctrl-C after the second step (a KeyboardInterrupt where Lightning expects one)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == 2:
+            raise KeyboardInterrupt
+
+
+def _run_args(root, overlay, *extra):
+    from .conftest import DATA, REPO
+
+    return [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--config",
+        str(overlay),
+        f"--trainer.default_root_dir={root}",
+        f"--data.data_dirs=[{DATA / 'objects'}]",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.max_steps=3",
+        *extra,
+    ]
+
+
+@needs_data
+def test_run_folders_follow_the_root_and_runs_do_not_mix(tmp_path, capsys):
+    """A config's ${trainer.default_root_dir} is resolved in its own file: the command
+    line's root must still take the logs and checkpoints. A new run does not start in an
+    earlier run's checkpoint folder, a resume cannot change the stored mixture, and Ctrl-C
+    leaves the model trained so far."""
+    import signal
+
+    from fastprotect.cli import main
+
+    overlay = tmp_path / "run.yaml"
+    overlay.write_text(
+        f"trainer:\n  default_root_dir: {tmp_path / 'config_root'}\n"
+        "  enable_checkpointing: true\n"
+        "  logger:\n    - class_path: lightning.pytorch.loggers.CSVLogger\n"
+        '      init_args: {save_dir: "${trainer.default_root_dir}", name: csv}\n'
+        "  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        '      init_args: {dirpath: "${trainer.default_root_dir}/checkpoints", save_last: true,\n'
+        "                  every_n_train_steps: 1}\n"
+    )
+    root = tmp_path / "run"
+    assert main(_run_args(root, overlay)) == 0
+    assert (root / "checkpoints" / "last.ckpt").is_file() and (root / "csv").is_dir()
+    assert (root / "model.safetensors").is_file() and not (tmp_path / "config_root").exists()
+    capsys.readouterr()
+    # the same folder again, without --ckpt_path: refused, the first run's files untouched
+    assert main(_run_args(root, overlay)) == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier run's checkpoints: resume it with --ckpt_path" in err
+    assert "Traceback" not in err and not (root / "model-1.safetensors").exists()
+    last = root / "checkpoints" / "last.ckpt"
+    assert main(_run_args(root, overlay, f"--ckpt_path={last}", "--model.targets=[low]")) == 2
+    assert "model.targets is ['low'] here" in capsys.readouterr().err
+    assert main(_run_args(root, overlay, f"--ckpt_path={root / 'model.safetensors'}")) == 2
+    assert "not a Lightning checkpoint (a model file?" in capsys.readouterr().err
+    assert main(_run_args(tmp_path / "typo", overlay, "--model.targets=[lowx]")) == 2
+    err = capsys.readouterr().err
+    assert "cannot build the run from its config: target 'lowx'" in err and "Traceback" not in err
+    # Ctrl-C in a fresh folder: the perturbations so far are kept, the checkpoint named
+    sigint = signal.getsignal(signal.SIGINT)
+    second = tmp_path / "second"
+    try:
+        with pytest.raises(SystemExit):
+            main(_run_args(second, overlay, "--trainer.callbacks+=tests.test_training.Interrupt"))
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl-C after the first
+    err = capsys.readouterr().err
+    assert (second / "model-interrupted.safetensors").is_file()
+    assert not (second / "model.safetensors").exists()
+    assert "stopped at step 2" in err and "--ckpt_path" in err
