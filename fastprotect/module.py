@@ -318,6 +318,18 @@ class MoPModule(L.LightningModule):
     def on_fit_end(self) -> None:
         self._write_model()
 
+    def inference(self) -> dict | None:
+        """The model file's ``inference`` settings: a model trained through the strength map
+        protects with the same floors and colour weight by default."""
+        if self.strength_s_min is None:
+            return None
+        inference = {"s_min": self.strength_s_min}
+        if self.strength_luma_s_min is not None:
+            inference["luma_s_min"] = self.strength_luma_s_min
+        if self.strength_colour_weight:
+            inference["colour_weight"] = self.strength_colour_weight
+        return inference
+
     def model_path(self, interrupted: bool = False) -> Path:
         """Where ``fit`` writes the model: ``model_file``, or ``model.safetensors`` in the
         trainer's root; never over an existing file (``model-1.safetensors``, ...). A run
@@ -333,13 +345,7 @@ class MoPModule(L.LightningModule):
     @rank_zero_only
     def _write_model(self, interrupted: bool = False) -> None:
         path = self.model_path(interrupted)
-        # a model trained through the strength map protects with the same s_min by default
-        inference = {"s_min": self.strength_s_min} if self.strength_s_min is not None else None
-        if self.strength_luma_s_min is not None:
-            inference["luma_s_min"] = self.strength_luma_s_min
-        if self.strength_colour_weight:
-            inference["colour_weight"] = self.strength_colour_weight
         self.written_model = save_model(
-            self.mop, path, self.encoder.identity(), self.recipe(), inference=inference
+            self.mop, path, self.encoder.identity(), self.recipe(), inference=self.inference()
         )
         rank_zero_info(f"fastprotect: wrote model {path}")

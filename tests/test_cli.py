@@ -201,12 +201,19 @@ def read_wandb_history(path) -> dict[str, list[float | str]]:
 @needs_data
 @pytest.mark.slow
 def test_wandb_offline_run_holds_the_metrics(tmp_path):
+    # W&B second, after CSV, as the v2 configs have them: the panels must reach it too
+    loggers = tmp_path / "loggers.yaml"
+    loggers.write_text(
+        "trainer:\n  logger:\n"
+        "    - class_path: lightning.pytorch.loggers.CSVLogger\n"
+        f"      init_args: {{save_dir: {tmp_path}, name: csv}}\n"
+        "    - class_path: lightning.pytorch.loggers.WandbLogger\n"
+        f"      init_args: {{offline: true, save_dir: {tmp_path}, project: fastprotect-test}}\n"
+    )
     args = tiny_args(
         tmp_path,
-        "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
-        "--trainer.logger.offline=true",
-        f"--trainer.logger.save_dir={tmp_path}",
-        "--trainer.logger.project=fastprotect-test",
+        "--config",
+        str(loggers),
         "--trainer.callbacks=fastprotect.callbacks.ImagePanel",
         "--trainer.callbacks.every_n_steps=3",
     )

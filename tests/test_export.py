@@ -21,7 +21,8 @@ from .conftest import needs_data, needs_weights, tiny_args
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("model")
-    args = tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05")
+    # a floor of its own: the hook's graph must protect with it, as `protect` does
+    args = tiny_args(tmp, "--trainer.max_steps=3", "--model.lr=0.05", "--model.strength_s_min=0.75")
     args += [
         "--trainer.callbacks+=fastprotect.callbacks.ExportGraph",
         "--trainer.callbacks.formats=[torchscript]",

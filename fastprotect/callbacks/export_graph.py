@@ -10,8 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from ..export import FORMATS, export_protector
 from ..fileutil import next_free
-from ..protector import Protector
-from ..strength import build_strength_map
+from ..protect import configure
 
 
 class ExportGraph(L.Callback):
@@ -24,7 +23,9 @@ class ExportGraph(L.Callback):
     Args:
         formats: any of ``torchscript`` (``.pt``), ``lite`` (``.ptl``), ``pt2``.
         strength: the strength map baked in: ``auto``, ``lpips``, ``jnd`` or ``off``.
-        s_min, s_max: the strength range.
+        s_min, s_max: the strength range; ``s_min`` ``None``: the model's own, as
+            ``fastprotect protect`` takes it from the model file (its floors and the
+            strength map's colour weight), else 0.5.
         dirpath: folder for the files; default: beside the model file, same stem.
     """
 
@@ -32,7 +33,7 @@ class ExportGraph(L.Callback):
         self,
         formats: list[str] | None = None,
         strength: str = "auto",
-        s_min: float = 0.5,
+        s_min: float | None = None,
         s_max: float = 1.0,
         dirpath: str | None = None,
     ) -> None:
@@ -50,16 +51,11 @@ class ExportGraph(L.Callback):
         # Runs before the module writes its model file, so both get the same free stem.
         model_path = pl_module.model_path()
         folder = Path(self.dirpath) if self.dirpath else model_path.parent
-        strength = None
-        if self.strength != "off":
-            strength, _ = build_strength_map(self.strength)
         mop = copy.deepcopy(pl_module.mop).cpu()
         encoder = copy.deepcopy(pl_module.encoder).cpu()
-        # a run trained with its own floor for the luma part exports it as its model has it
-        luma_s_min = getattr(pl_module, "strength_luma_s_min", None)
-        if luma_s_min is not None:
-            luma_s_min = min(luma_s_min, self.s_max)
-        protector = Protector(encoder, mop, strength, self.s_min, self.s_max, luma_s_min)
+        # the same protector `fastprotect protect` builds from the model file written next
+        doc = {"inference": pl_module.inference() or {}}
+        protector, _ = configure(encoder, mop, doc, self.strength, self.s_min, self.s_max)
         for fmt in self.formats:
             path = next_free(folder / (model_path.stem + FORMATS[fmt]))
             report = export_protector(protector, path, fmt)

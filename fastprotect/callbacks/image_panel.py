@@ -72,6 +72,6 @@ class ImagePanel(L.Callback):
         out = Path(trainer.default_root_dir) / "panels"
         out.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(out / f"step{step:06d}.png")
-        logger = trainer.logger
-        if logger is not None and hasattr(logger, "log_image"):
-            logger.log_image(key="train/panel", images=[image], step=step)
+        for logger in trainer.loggers:  # W&B is often the second logger, after CSV
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="train/panel", images=[image], step=step)
