@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data.files import IMAGE_EXTENSIONS
+from .data.files import IMAGE_EXTENSIONS, is_hidden
 from .encoders import encoder_from_identity
 from .fileutil import drop_empty_leftover
 from .imageio import FORMATS, ImageReadError, keep_format, load_image, save_image
@@ -186,12 +186,6 @@ def _distinct(jobs: list[Job]) -> list[Job]:
             taken.add(name)
             job.dest = name
     return jobs
-
-
-def is_hidden(rel: Path) -> bool:
-    """Whether a folder scan skips this path (relative to the scanned folder): hidden files
-    and folders (``.name``) and macOS's ``__MACOSX``, which unzipping leaves."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
 
 
 def plan(

@@ -1,6 +1,7 @@
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -152,3 +153,17 @@ def test_random_grouping_ignores_content_and_centroids_are_group_means():
             assert torch.allclose(rnd.centroids[t, g], feats[members].mean(0), atol=1e-5)
     with pytest.raises(ValueError, match="grouping must be"):
         fit_assignment(mop, latents, grouping="hash")
+
+
+def test_read_rgb_reads_as_protect_does_and_scans_skip_hidden_files(tmp_path):
+    """16-bit grey is scaled to 8 bits (a bare convert('RGB') clips it to white), and a
+    folder scan leaves out what protect's leaves out."""
+    deep = np.full((6, 5), 32768, np.uint16)  # mid grey in 16 bits
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    rgb = read_rgb(tmp_path / "deep.png")
+    assert rgb.shape == (3, 6, 5) and int(rgb.min()) == int(rgb.max()) == 128
+    for name in (".ipynb_checkpoints/deep-checkpoint.png", "__MACOSX/._deep.png", ".x.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(deep).save(tmp_path / name)
+    assert [p.name for p in list_images([tmp_path])] == ["deep.png"]

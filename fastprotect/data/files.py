@@ -17,8 +17,16 @@ from ..errors import NoImagesError  # noqa: F401 (re-exported)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
+def is_hidden(rel: Path) -> bool:
+    """Whether a folder scan skips this path (relative to the scanned folder): hidden files
+    and folders (``.name``) and macOS's ``__MACOSX``, which unzipping leaves."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
 def list_images(dirs: Sequence[str | Path]) -> list[Path]:
-    """All image files under ``dirs`` (recursive, by extension, case-insensitive), sorted."""
+    """All image files under ``dirs`` (recursive, by extension, case-insensitive), sorted;
+    hidden files and folders and ``__MACOSX`` skipped, as ``protect`` skips them (a
+    notebook's ``.ipynb_checkpoints`` copies would otherwise train or validate twice)."""
     found: set[Path] = set()
     for d in dirs:
         p = Path(d).expanduser()
@@ -28,7 +36,11 @@ def list_images(dirs: Sequence[str | Path]) -> list[Path]:
         if not p.is_dir():
             raise NoImagesError(f"{p}: no such directory")
         found.update(
-            f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            f
+            for f in p.rglob("*")
+            if f.is_file()
+            and f.suffix.lower() in IMAGE_EXTENSIONS
+            and not is_hidden(f.relative_to(p))
         )
     return sorted(found)
 
@@ -64,15 +76,21 @@ def split_files(files: Sequence[Path], val_fraction: float) -> tuple[list[Path],
 
 
 def read_rgb(path: str | Path, max_side: int | None = None) -> Tensor:
-    """Decode an image (EXIF orientation applied) to ``3xHxW`` uint8 RGB.
+    """Decode an image (EXIF orientation applied) to ``3xHxW`` uint8 RGB, as ``protect``
+    reads it (:func:`fastprotect.imageio.load_image`; alpha dropped).
 
     Args:
         path: the file.
         max_side: shrink (never enlarge) so that the shorter side is at most this.
     """
+    from ..imageio import _to_8bit_rgb
+
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
-        im = im.convert("RGB")
+        if im.mode in ("RGBA", "LA", "PA"):
+            im = im.convert("RGB")
+        # as `protect` reads it: 16-bit and float grey scaled to 8 bits, not clipped to white
+        im = _to_8bit_rgb(im, [])
         if max_side is not None and min(im.size) > max_side:
             scale = max_side / min(im.size)
             im = im.resize(

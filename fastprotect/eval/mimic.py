@@ -123,7 +123,8 @@ def find_images(folder: str | Path, exclude: Sequence[str | Path] = ()) -> list[
     from a folder (searched recursively by suffix; hidden files and ``__MACOSX`` skipped),
     without anything under the folders in ``exclude`` (the run's own outputs, which may lie
     inside)."""
-    from ..protect import PROTECT_EXTENSIONS, is_hidden
+    from ..data.files import is_hidden
+    from ..protect import PROTECT_EXTENSIONS
 
     folder = Path(folder)
     if not folder.is_dir():
