@@ -116,6 +116,39 @@ def test_compact_copy_changes_no_pixel_by_more_than_one_level(tiny_model, tmp_pa
         assert diff.max() <= 1
 
 
+@needs_data
+def test_pack_model_keeps_the_models_other_settings_and_leaves_nothing_on_failure(
+    tiny_model, tmp_path
+):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    source = compact_copy(
+        tiny_model,
+        tmp_path / "source.safetensors",
+        inference={"s_min": 0.75, "luma_s_min": 0.3, "colour_weight": 0.05},
+    )
+    tool = [sys.executable, str(REPO / "tools" / "pack_model.py"), "--model", str(source)]
+    out = tmp_path / "packed.safetensors"
+    (tmp_path / "empty").mkdir()
+    run = subprocess.run(
+        [*tool, "--out", str(out), "--version", "9", "--data", str(tmp_path / "empty")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1 and "no images under" in run.stderr and not out.exists()
+    (tmp_path / "data").mkdir()
+    _image(tmp_path / "data" / "a.png")
+    args = ["--out", str(out), "--version", "9", "--data", str(tmp_path / "data")]
+    run = subprocess.run(
+        [*tool, *args, "--s-min", "0.6", "--strength", "jnd"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert read_header(out)["inference"] == {"s_min": 0.6, "luma_s_min": 0.3, "colour_weight": 0.05}
+
+
 def _image(path, h=48, w=64, seed=0):
     rgb = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(path)

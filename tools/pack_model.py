@@ -6,13 +6,13 @@ compact form changes no protected pixel by more than 1/255.
         --data ../shared/data [--max-side 768] [--strength auto]
 
 Writes ``--out`` with ``fastprotect.modelfile.compact_copy`` (float16 perturbations, the
-same header plus ``release``, and ``--s-min`` as the model's own lowest strength;
-refuses to overwrite), then protects every image under
+same header plus ``release``, and ``--s-min`` as the model's own lowest strength, its
+other inference settings kept; refuses to overwrite), then protects every image under
 ``--data`` (longer side shrunk to ``--max-side``) with the full-precision and the compact
 model and prints, as markdown: the two file sizes, the max float difference in units of
 1/255, the max 8-bit difference in levels and the share of pixels that differ; and the
 compact file's sha256 (to pin in ``fastprotect/release.py``). Exits 1 when the difference
-is above 1/255 (the compact file is then removed).
+is above 1/255, or the check fails or is interrupted (the compact file is then removed).
 """
 
 from __future__ import annotations
@@ -43,27 +43,47 @@ def main() -> None:
     args = ap.parse_args()
 
     from fastprotect.data.files import list_images
+    from fastprotect.encoders import encoder_from_identity
+    from fastprotect.errors import USER_ERRORS
     from fastprotect.imageio import to_uint8
-    from fastprotect.modelfile import compact_copy
-    from fastprotect.protect import load_protector
+    from fastprotect.modelfile import compact_copy, load_model
+    from fastprotect.protect import configure, load_protector
     from fastprotect.weights import sha256_file
 
     out = Path(args.out)
     if out.exists():
         sys.exit(f"{out} exists; remove it first (a released file is never replaced in place)")
-    inference = {"s_min": args.s_min} if args.s_min is not None else None
+    try:
+        # the images first: a bad --data must not leave an unchecked release file behind
+        files = list_images(args.data)
+        if not files:
+            sys.exit(f"no images under {' '.join(args.data)}: nothing to check the compact form on")
+        _, doc = load_model(args.model)
+    except USER_ERRORS as e:
+        sys.exit(f"pack_model: {e}")
+    # --s-min changes the floor only; the model's luma floor and colour weight stay
+    inference = (
+        {**doc.get("inference", {}), "s_min": args.s_min} if args.s_min is not None else None
+    )
     compact_copy(args.model, out, {"name": args.name, "version": str(args.version)}, inference)
-    full, strength = load_protector(args.model, args.strength)
-    small, _ = load_protector(out, args.strength)
-    files = list_images(args.data)
-    stats = Parity()
-    t = time.perf_counter()
-    with torch.no_grad():
-        for i, f in enumerate(files):
-            x = read_longer_side(f, args.max_side)[None].float().div(255)
-            ref, y = full(x), small(x)
-            stats.add(255 * (y - ref).abs().max().item(), to_uint8(y[0]), to_uint8(ref[0]))
-            print(f"[{i + 1}/{len(files)}] {f.name}", file=sys.stderr)
+    try:
+        # the full-precision model at the packed file's settings: only the storage differs
+        mop, doc = load_model(args.model)
+        if inference is not None:
+            doc["inference"] = inference
+        full, strength = configure(encoder_from_identity(doc["encoder"]), mop, doc, args.strength)
+        small, _ = load_protector(out, args.strength)
+        stats = Parity()
+        t = time.perf_counter()
+        with torch.no_grad():
+            for i, f in enumerate(files):
+                x = read_longer_side(f, args.max_side)[None].float().div(255)
+                ref, y = full(x), small(x)
+                stats.add(255 * (y - ref).abs().max().item(), to_uint8(y[0]), to_uint8(ref[0]))
+                print(f"[{i + 1}/{len(files)}] {f.name}", file=sys.stderr)
+    except BaseException:  # interrupted or failed: no unchecked release file is left
+        out.unlink(missing_ok=True)
+        raise
     mib = 1024 * 1024
     print(
         f"images: {stats.images} under {' '.join(args.data)} (longer side <= "
