@@ -92,10 +92,15 @@ def make_target(spec: str, size: int) -> Tensor:
     """One target from its spec (see module docstring), ``3 x size x size``."""
     if spec in REPEATS:
         return procedural_target(REPEATS[spec], size)
-    if spec.startswith("repeat:"):
-        return procedural_target(int(spec.split(":", 1)[1]), size)
-    if spec == "noise" or spec.startswith("noise:"):
-        return noise_target(size, int(spec.split(":", 1)[1]) if ":" in spec else 0)
+    if spec.startswith(("repeat:", "noise:")):
+        kind, number = spec.split(":", 1)
+        if not number.strip().lstrip("-").isdigit():
+            raise ValueError(f"target {spec!r}: {kind}:N needs a whole number, not {number!r}")
+        if kind == "repeat":
+            return procedural_target(int(number), size)
+        return noise_target(size, int(number))
+    if spec == "noise":
+        return noise_target(size, 0)
     if not Path(spec).is_file():
         raise ValueError(
             f"target {spec!r} is neither one of {list(REPEATS)}, 'repeat:N', 'noise[:SEED]', "

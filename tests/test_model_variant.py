@@ -60,6 +60,18 @@ def test_a_checkpoint_becomes_the_same_model(tmp_path):
     assert model_variant.main(argv) == 2  # never over an existing file
 
 
+def test_wrong_inputs_are_one_line_errors(tmp_path, capsys):
+    _, ckpt = _checkpoint(tmp_path, isoluminant=False)
+    out = str(tmp_path / "x.safetensors")
+    assert (
+        model_variant.main(["split", str(tmp_path / "none.safetensors"), out, "--part=luma"]) == 2
+    )
+    assert "none.safetensors: no such file" in capsys.readouterr().err
+    # a tiny-random checkpoint read as TAEF2's: the mixture's shapes differ
+    assert model_variant.main(["from-checkpoint", str(ckpt), out, "--encoder", "taef2"]) == 2
+    assert "does not fit a mixture for --encoder taef2" in capsys.readouterr().err
+
+
 def test_luma_and_colour_parts_add_up_to_the_model(tmp_path):
     m, ckpt = _checkpoint(tmp_path, isoluminant=False)
     full = tmp_path / "full.safetensors"

@@ -47,6 +47,9 @@ def test_named_targets_and_files(tmp_path):
     assert (back - t[0]).abs().max() <= 1 / 255 + 1e-6
     with pytest.raises(ValueError, match="neither"):
         make_target("nope.png", 32)
+    with pytest.raises(ValueError, match="'noise:abc': noise:N needs a whole number"):
+        make_target("noise:abc", 32)
+    assert torch.equal(make_target("noise:0", 32), make_target("noise", 32))
 
 
 def test_entropy_hand_computed():

@@ -117,6 +117,25 @@ def test_plot_curves_reads_a_csv_log_and_prints_first_and_last(tmp_path, capsys)
     assert "val/latent_pull: 0.7000 (step 99), 0.6000 (step 199)" in text
     assert Image.open(out).size[0] > 0
     assert plot_curves.main([str(log), "--out", str(out)]) == 2  # never overwrites
+    capsys.readouterr()
+    other = tmp_path / "other.png"
+    assert plot_curves.main([str(log), "--out", str(other), "--val", "val/psnr_db"]) == 2
+    assert "has no val/psnr_db (val metrics: val/latent_pull, val/psnr)" in capsys.readouterr().err
+    assert plot_curves.main([str(log), "--out", str(other), "--smooth", "0"]) == 2
+    assert plot_curves.main([str(tmp_path / "no.csv"), "--out", str(other)]) == 2
+    assert "no such file" in capsys.readouterr().err and not other.exists()
+
+
+def test_k_sweep_derives_a_config_from_any_logger_setting():
+    spec = importlib.util.spec_from_file_location("k_sweep", REPO / "tools" / "k_sweep.py")
+    k_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(k_sweep)
+    import yaml
+
+    for name in ("tiny.yaml", "quick.yaml", "taef2.yaml", "taef2_v2.yaml"):
+        base = yaml.safe_load((REPO / "configs" / name).read_text())
+        cfg = k_sweep.derived_config(base, 4, 10, Path("/tmp/k4"), None)
+        assert cfg["model"]["groups"] == 4 and cfg["trainer"]["default_root_dir"] == "/tmp/k4"
 
 
 def test_paired_comparison_pairs_by_image(tmp_path):

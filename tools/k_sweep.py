@@ -43,8 +43,12 @@ def derived_config(base: dict, k: int, steps: int, root: Path, targets: list[str
     cfg["trainer"]["default_root_dir"] = str(root)
     cfg["trainer"]["max_steps"] = steps
     cfg["trainer"]["limit_val_batches"] = 0  # the evaluation below scores every K alike
-    for lg in cfg["trainer"].get("logger", []):
-        if "Wandb" in lg["class_path"]:
+    loggers = cfg["trainer"].get("logger")
+    # a config may give no logger (false), one (a mapping or a class path) or a list
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    for lg in loggers:
+        if isinstance(lg, dict) and "Wandb" in lg.get("class_path", ""):
+            lg.setdefault("init_args", {})
             lg["init_args"]["name"] = f"{lg['init_args'].get('name', 'run')}_k{k}"
     cfg["model"]["groups"] = k
     if targets:

@@ -198,25 +198,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"model_variant: {args.out} exists; choose another name", file=sys.stderr)
         return 2
-    if args.command == "from-checkpoint":
-        path = from_checkpoint(args.checkpoint, args.out, args.encoder)
-    elif args.command == "split":
-        path = split(args.model, args.part, args.out)
-    else:
-        try:
-            if args.command == "luma-eta":
-                path = cut_luma(args.model, args.luma_eta, args.out)
-            elif args.command == "view":
-                path = change_view(args.model, args.view, args.out)
-            elif args.command == "publish-cap":
-                path = set_publish_cap(args.model, args.cap, args.out)
-            else:
-                path = set_inference(
-                    args.model, args.out, args.s_min, args.luma_s_min, args.colour_weight
-                )
-        except ValueError as err:
-            print(f"model_variant: {err}", file=sys.stderr)
-            return 2
+    source = args.checkpoint if args.command == "from-checkpoint" else args.model
+    if not source.is_file():
+        print(f"model_variant: {source}: no such file", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "from-checkpoint":
+            try:
+                path = from_checkpoint(args.checkpoint, args.out, args.encoder)
+            except RuntimeError as err:  # the state does not fit the encoder's mixture
+                raise ValueError(
+                    f"{args.checkpoint} does not fit a mixture for --encoder {args.encoder} "
+                    f"(trained with another encoder?): {str(err).splitlines()[0]}"
+                ) from err
+        elif args.command == "split":
+            path = split(args.model, args.part, args.out)
+        elif args.command == "luma-eta":
+            path = cut_luma(args.model, args.luma_eta, args.out)
+        elif args.command == "view":
+            path = change_view(args.model, args.view, args.out)
+        elif args.command == "publish-cap":
+            path = set_publish_cap(args.model, args.cap, args.out)
+        else:
+            path = set_inference(
+                args.model, args.out, args.s_min, args.luma_s_min, args.colour_weight
+            )
+    except (ValueError, KeyError) as err:
+        print(f"model_variant: {err}", file=sys.stderr)
+        return 2
     print(f"model_variant: wrote {path}")
     return 0
 

@@ -53,9 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"plot_curves: {args.out} exists; choose another --out", file=sys.stderr)
         return 2
+    if args.smooth < 1:
+        print(f"plot_curves: --smooth must be at least 1, not {args.smooth}", file=sys.stderr)
+        return 2
+    if not args.metrics.is_file():
+        print(f"plot_curves: {args.metrics}: no such file", file=sys.stderr)
+        return 2
     curves = read_curves(args.metrics)
     train = {k: v for k, v in curves.items() if k.startswith("train/")}
-    val = {k: curves[k] for k in args.val if k in curves}
+    missing = [k for k in args.val if k not in curves]
+    if missing:
+        known = ", ".join(sorted(k for k in curves if k.startswith("val/"))) or "none"
+        print(
+            f"plot_curves: {args.metrics} has no {', '.join(missing)} (val metrics: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    val = {k: curves[k] for k in args.val}
     if not train:
         print(f"plot_curves: no train/* metrics in {args.metrics}", file=sys.stderr)
         return 2
