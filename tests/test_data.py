@@ -167,3 +167,18 @@ def test_read_rgb_reads_as_protect_does_and_scans_skip_hidden_files(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         Image.fromarray(deep).save(tmp_path / name)
     assert [p.name for p in list_images([tmp_path])] == ["deep.png"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"val_fraction": 1.0}, "val_fraction must be in"),
+        ({"crop_scale": (0.5, 2.0)}, "crop_scale must be"),
+        ({"crop_scale": (0.0, 1.0)}, "crop_scale must be"),
+    ],
+)
+def test_datamodule_refuses_settings_that_would_fail_later(change, message):
+    from fastprotect.data import MoPDataModule
+
+    with pytest.raises(ValueError, match=message):
+        MoPDataModule(data_dirs=["x"], **change)

@@ -132,6 +132,11 @@ class MoPDataModule(L.LightningDataModule):
             raise ValueError(f"grouping must be 'kmeans' or 'random', got {grouping!r}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(
+                f"crop_scale must be [lo, hi] with 0 < lo <= hi <= 1 (fractions of the "
+                f"shorter side), got {list(crop_scale)}"
+            )
         self.data_dirs = list(data_dirs)
         self.val_fraction = val_fraction
         self.batch_size = batch_size
