@@ -96,10 +96,13 @@ class ProjectCLI(LightningCLI):
         """
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and _lightning_resolves(ckpt_path):
+            LightningCLI._parse_ckpt_path(self)  # "last", a URL, a sharded folder: Lightning's
+            return
         if ckpt_path:
             ckpt = _read_checkpoint(ckpt_path)  # a wrong path fails here, in one line
         if sub != "fit":
-            super()._parse_ckpt_path()
+            LightningCLI._parse_ckpt_path(self)
             return
         if not ckpt_path:
             return
@@ -114,6 +117,8 @@ class ProjectCLI(LightningCLI):
                 )
                 continue
             new = model.get(key)
+            if key == "targets":  # None is the module's default set
+                new, old = new or ["low", "mid", "high"], old or ["low", "mid", "high"]
             if not isinstance(new, _PLAIN) or _plain(new) == _plain(old):
                 continue
             if key in _STORED:
@@ -164,8 +169,12 @@ class ProjectCLI(LightningCLI):
         ]
         for _what, args, key in entries:
             path = Path(str(args.get(key)))
-            old = next((o for o in sorted(earlier) if _under(path, o)), None)
-            if old is not None:
+            if _under(path, root):  # already where the run writes (a root inside another)
+                continue
+            # the deepest root that holds it: the one its config's interpolation named
+            holders = [o for o in earlier if _under(path, o)]
+            if holders:
+                old = max(holders, key=lambda o: len(o.resolve().parts))
                 args[key] = str(root / path.resolve().relative_to(old.resolve()))
         if sub == "fit" and not cfg.get("ckpt_path"):
             for what, args, key in entries:
@@ -186,6 +195,17 @@ class ProjectCLI(LightningCLI):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"cannot build the run from its config: {e}") from e
+
+
+def _lightning_resolves(ckpt_path: str) -> bool:
+    """A ``--ckpt_path`` that names no local file but that Lightning resolves itself."""
+    value = str(ckpt_path)
+    return (
+        value in ("last", "best", "hpc", "registry")
+        or value.startswith("registry:")
+        or "://" in value
+        or Path(value).is_dir()
+    )
 
 
 def _read_checkpoint(path: str) -> dict:

@@ -824,6 +824,12 @@ def test_report_grid_takes_a_dollar_in_a_file_name_literally(tmp_path):
         Image.fromarray(_rgb(16, 16)).save(image / f"{name}.png")
     (grid,) = report.plot_grids(tmp_path / "examples", ["mop"], tmp_path / "results")
     assert grid.name == "results_grid_art.jpg" and grid.stat().st_size > 1000
+    method = "v2$\\alpha_$"  # a method's name, as --method NAME=mop:FILE gives it
+    row = {"method": method, "transform": "clean", "domain": "all", "psnr": 33.0}
+    row |= {"psnr_std": 0.1, "disruption_db": 4.0, "disruption_db_std": 0.2}
+    doc = {"settings": {"methods": [method]}, "summary": [row]}
+    report.plot_disruption_psnr(doc, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
 
 
 def test_a_leftover_results_file_stops_evaluate_before_it_measures(tmp_path, capsys):

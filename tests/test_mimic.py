@@ -285,7 +285,19 @@ def test_inputs_are_found_as_protect_finds_them_and_paired_by_name(tmp_path):
     found = gather_inputs(clean, prot, out)
     assert found.pairs is None and len(found.protected) == 3
     assert "1 clean image(s) have no protected version" in found.unpaired
-    assert "1 protected image(s) have no clean original (e.g. sub/z)" in found.unpaired
+    assert "1 protected image(s) have no clean original (e.g. " in found.unpaired
+    assert "z.webp)" in found.unpaired
+    # `protect --format keep` output (x.jpg stays x.jpg beside x.png), inside the clean
+    # folder as `protect .` writes it by default: never taken as clean images
+    art = tmp_path / "art"
+    for name in ["x.jpg", "x.png", "protected/x.jpg", "protected/x.png"]:
+        _touch_png(art / name)
+    found = gather_inputs(art, art / "protected", tmp_path / "mimic")
+    assert [p.name for p in found.clean] == ["x.jpg", "x.png"]
+    assert [p.relative_to(art).as_posix() for p in found.pairs] == [
+        "protected/x.jpg",
+        "protected/x.png",
+    ]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no images"):
         gather_inputs(clean, tmp_path / "empty", out)

@@ -124,6 +124,9 @@ def test_plot_curves_reads_a_csv_log_and_prints_first_and_last(tmp_path, capsys)
     assert plot_curves.main([str(log), "--out", str(other), "--smooth", "0"]) == 2
     assert plot_curves.main([str(tmp_path / "no.csv"), "--out", str(other)]) == 2
     assert "no such file" in capsys.readouterr().err and not other.exists()
+    # a run without validation (a K sweep's): the training panel alone
+    log.write_text("\n".join(r.rsplit(",", 2)[0] for r in rows[:11]) + "\n")
+    assert plot_curves.main([str(log), "--out", str(other)]) == 0 and other.is_file()
 
 
 def test_k_sweep_derives_a_config_from_any_logger_setting():

@@ -282,3 +282,54 @@ def test_run_folders_follow_the_root_and_runs_do_not_mix(tmp_path, capsys):
     assert (second / "model-interrupted.safetensors").is_file()
     assert not (second / "model.safetensors").exists()
     assert "stopped at step 2" in err and "--ckpt_path" in err
+
+
+def test_log_and_checkpoint_folders_move_under_the_final_root(tmp_path):
+    """Only paths under a root a config named move, into the deepest such root's place;
+    a path already under the final root stays."""
+    from types import SimpleNamespace
+
+    from jsonargparse import Namespace
+
+    from fastprotect.fitcli import ProjectCLI
+
+    base, inner = tmp_path / "base.yaml", tmp_path / "inner.yaml"
+    base.write_text(f"trainer:\n  default_root_dir: {tmp_path / 'runs'}\n")
+    inner.write_text(f"trainer:\n  default_root_dir: {tmp_path / 'runs' / 'base'}\n")
+
+    def entries(root, *dirs):
+        callbacks = [
+            Namespace(class_path="ModelCheckpoint", init_args=Namespace(dirpath=str(d)))
+            for d in dirs
+        ]
+        trainer = Namespace(default_root_dir=str(root), logger=False, callbacks=callbacks)
+        config = {"fit": Namespace(trainer=trainer, config=[base, inner], ckpt_path="last")}
+        cli = SimpleNamespace(config={"subcommand": "fit", **config})
+        ProjectCLI.before_instantiate_classes(cli)
+        return [c.init_args.dirpath for c in callbacks]
+
+    runs = tmp_path / "runs"
+    assert entries(tmp_path / "new", runs / "base" / "ck", runs / "x" / "ck", tmp_path / "own") == [
+        str(tmp_path / "new" / "ck"),  # the deepest root holding it, runs/base
+        str(tmp_path / "new" / "x" / "ck"),
+        str(tmp_path / "own"),  # under no root a config named: left alone
+    ]
+    # the final root inside an earlier one: what is already under it stays
+    assert entries(runs / "base" / "fine", runs / "base" / "fine" / "ck") == [
+        str(runs / "base" / "fine" / "ck")
+    ]
+
+
+def test_a_checkpoint_name_lightning_resolves_is_passed_on(tmp_path):
+    from types import SimpleNamespace
+
+    from jsonargparse import Namespace
+
+    from fastprotect.fitcli import ProjectCLI
+
+    for value in ("last", "best", "s3://bucket/run.ckpt", str(tmp_path)):
+        config = Namespace(subcommand="fit", fit=Namespace(ckpt_path=value))
+        ProjectCLI._parse_ckpt_path(SimpleNamespace(config=config))  # Lightning resolves it
+    config = Namespace(subcommand="fit", fit=Namespace(ckpt_path=str(tmp_path / "no.ckpt")))
+    with pytest.raises(ValueError, match="no.ckpt: no such file"):
+        ProjectCLI._parse_ckpt_path(SimpleNamespace(config=config))

@@ -5,7 +5,7 @@
 #   gputest    the test that the GPU's numbers match the CPU's
 #   purify512  shipped model, per-image PGD-50 at the view, the unprotected image at the
 #              view, sign noise; view 512; every purification but AdverseCleaner's filters
-#              (OpenCV's contrib build is not on that machine) plus JPEG q75 and the social chain
+#              (OpenCV's contrib build is not on that machine), JPEG q90 included
 #   view1024   shipped model and PGD-50 at the view; view 1024; clean and JPEG q75
 #   pull512    shipped model and targeted PGD-100 at the view (toward the shipped model's
 #              target: the latent pull to compare with); view 512; clean and JPEG q75
@@ -45,7 +45,7 @@ for job in "$@"; do
     purify512)
       timeout "$t" python3 -m fastprotect evaluate "${data[@]}" --device cuda \
         --method mop --method pgdu:50 --method resized --method sign --view 512 --strength jnd \
-        --transforms clean gnoise0.05 gnoise0.1 gnoise0.05_up4 gnoise0.1_up4 jpeg50 jpeg75 \
+        --transforms clean gnoise0.05 gnoise0.1 gnoise0.05_up4 gnoise0.1_up4 jpeg50 jpeg75 jpeg90 \
         crop_resize social impress --out device_runs/purify512 --resume ${EVAL_ARGS:-} 2>&1 \
         | tee "$out/purify512.log" ;;
     view1024)

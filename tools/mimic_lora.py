@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         scorers = build_metrics(metrics)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         return refuse(str(e))
-    if found.unpaired and args.protected is not None and "dists" in metrics:
-        print(f"mimic: DISTS will not be scored: {found.unpaired}", file=sys.stderr)
+    # an earlier run's results go first: its samples and inputs are replaced below, and a
+    # run that fails must not leave results that name them
+    (args.out / "results.json").unlink(missing_ok=True)
     protected, protected_by = args.protected, None
     if protected is None:
         from fastprotect.protect import Job, load_protector, protect_files

@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("metrics", type=Path, help="metrics.csv of a CSVLogger run")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--smooth", type=int, default=10, help="running mean over N logged points")
-    ap.add_argument("--val", nargs="*", default=["val/latent_pull", "val/psnr"])
+    ap.add_argument(
+        "--val",
+        nargs="*",
+        help="validation metrics to plot (default: val/latent_pull and val/psnr where the "
+        "log has them; a run without validation has none)",
+    )
     ap.add_argument("--title", default=None)
     args = ap.parse_args(argv)
     if args.out.exists():
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     curves = read_curves(args.metrics)
     train = {k: v for k, v in curves.items() if k.startswith("train/")}
+    if args.val is None:
+        args.val = [k for k in ("val/latent_pull", "val/psnr") if k in curves]
     missing = [k for k in args.val if k not in curves]
     if missing:
         known = ", ".join(sorted(k for k in curves if k.startswith("val/"))) or "none"

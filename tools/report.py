@@ -197,7 +197,7 @@ def render(
                         f"{100 * keep:.0f}%",
                     )
                 )
-            out.append(f"**{m}**:")
+            out.append(f"**{_cell(m)}**:")
             out.append("")
             for name, ok, value in checks:
                 verdict = "not judged" if ok is None else "met" if ok else "not met"
@@ -387,7 +387,9 @@ def plot_disruption_psnr(doc: dict, path: Path) -> None:
     ax.set_ylabel("decode disruption (dB, higher = stronger)")
     ax.set_title("Filled: clean; hollow: after JPEG q75", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    legend = ax.legend(fontsize=8, loc="best")
+    for text in legend.get_texts():  # method names are the user's: "$" is no formula
+        text.set_parse_math(False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -168,41 +168,50 @@ class Inputs:
 
 
 def gather_inputs(clean: str | Path, protected: str | Path | None, out: str | Path) -> Inputs:
-    """Both sets of a run (:func:`find_images`, leaving ``out`` aside), paired by name: a
-    protected image belongs to the clean image that ``fastprotect protect`` would have
-    written under that name, whatever its suffix (``a/b.jpg`` and ``a/b.png``, or
-    ``a/b.webp`` when it was kept as WebP). ``protected=None``: the clean set only."""
+    """Both sets of a run (:func:`find_images`, leaving ``out`` and, inside the clean
+    folder, the protected folder aside), paired by name: a protected image belongs to the
+    clean image of the same relative path (``protect --format keep``), else to the one that
+    ``fastprotect protect`` would have written under that name, whatever its suffix
+    (``a/b.jpg`` and ``a/b.png``, or ``a/b_jpg.png`` beside ``a/b.png``).
+    ``protected=None``: the clean set only."""
     clean_root, out = Path(clean), Path(out)
-    clean_paths = find_images(clean_root, exclude=[out])
-    if protected is None:
+    protected_root = Path(protected) if protected is not None else None
+    skip = [out] + ([protected_root] if protected_root is not None else [])
+    clean_paths = find_images(clean_root, exclude=skip)
+    if protected_root is None:
         return Inputs(clean_paths, [], None, "no protected set")
-    protected_root = Path(protected)
     # OUT/protected_inputs (the harness's own) lies in OUT: only the samples are left out
     samples = [out / "clean", out / "protected"]
     protected_paths = find_images(
         protected_root, exclude=samples if _under(protected_root, out) else [out]
     )
 
-    def key(path: Path) -> str:
-        return path.relative_to(protected_root).with_suffix("").as_posix()
+    def rel(path: Path, root: Path) -> str:
+        return path.relative_to(root).as_posix()
 
-    by_key: dict[str, list[Path]] = {}
+    exact = {rel(p, protected_root): p for p in protected_paths}
+    by_stem: dict[str, list[Path]] = {}
     for p in protected_paths:
-        by_key.setdefault(key(p), []).append(p)
-    expected = [key(p) for p in protected_names(clean_root, clean_paths, protected_root)]
+        by_stem.setdefault(rel(p.with_suffix(""), protected_root), []).append(p)
+    named = protected_names(clean_root, clean_paths, protected_root)
+    pairs: list[Path | None] = []
+    for c, dest in zip(clean_paths, named, strict=True):
+        same = exact.get(rel(c, clean_root))
+        candidates = by_stem.get(rel(dest.with_suffix(""), protected_root), [])
+        pairs.append(same or (candidates[0] if len(candidates) == 1 else None))
+    lost = [c for c, p in zip(clean_paths, pairs, strict=True) if p is None]
+    used = {p for p in pairs if p is not None}
+    extra = [p for p in protected_paths if p not in used]
+    twice = len(used) < len(pairs) - len(lost)
     why = []
-    lost = [c for c, k in zip(clean_paths, expected, strict=True) if not by_key.get(k)]
-    several = [k for k in expected if len(by_key.get(k, ())) > 1]
-    extra = sorted(set(by_key) - set(expected))
     if lost:
         why.append(f"{len(lost)} clean image(s) have no protected version by name (e.g. {lost[0]})")
-    if several:
-        why.append(f"{several[0]} names several protected images ({by_key[several[0]]})")
+    if twice:
+        why.append("two clean images name the same protected image")
     if extra:
         why.append(f"{len(extra)} protected image(s) have no clean original (e.g. {extra[0]})")
     if why:
         return Inputs(clean_paths, protected_paths, None, "; ".join(why))
-    pairs = [by_key[k][0] for k in expected]
     return Inputs(clean_paths, pairs, pairs)
 
 
