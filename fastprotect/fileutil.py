@@ -84,3 +84,9 @@ def next_free(path: str | os.PathLike) -> Path:
         path = path.with_name(f"{stem}-{n}{path.suffix}")
         n += 1
     return path
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved: links and ``..``)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents

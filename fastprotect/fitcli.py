@@ -18,7 +18,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from .errors import ConfigError
-from .fileutil import next_free
+from .fileutil import is_within, next_free
 
 _PLAIN = (bool, int, float, str, list, tuple, type(None))
 #: settings that a checkpoint's weights and buffers fix: the mixture's shape, its target
@@ -28,11 +28,6 @@ _STORED = ("targets", "groups", "resolution", "latent_grid", "view", "isoluminan
 
 def _note(message: str) -> None:
     print(f"fastprotect: note: {message}", file=sys.stderr)
-
-
-def _under(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
 
 
 def _init_args(item) -> object | None:
@@ -127,7 +122,7 @@ class ProjectCLI(LightningCLI):
                     f"the checkpoint's mixture (its {', '.join(_STORED)} are stored in "
                     "it); start a new run to change it"
                 )
-            _note(f"model.{key} is {new!r} here, {old!r} in {ckpt_path}; goes on with {new!r}")
+            _note(f"model.{key} is {new!r} here, {old!r} in {ckpt_path}; training uses {new!r}")
 
     def before_instantiate_classes(self) -> None:
         """Where the run writes: logger and checkpoint folders follow the final
@@ -169,10 +164,10 @@ class ProjectCLI(LightningCLI):
         ]
         for _what, args, key in entries:
             path = Path(str(args.get(key)))
-            if _under(path, root):  # already where the run writes (a root inside another)
+            if is_within(path, root):  # already where the run writes (a root inside another)
                 continue
             # the deepest root that holds it: the one its config's interpolation named
-            holders = [o for o in earlier if _under(path, o)]
+            holders = [o for o in earlier if is_within(path, o)]
             if holders:
                 old = max(holders, key=lambda o: len(o.resolve().parts))
                 args[key] = str(root / path.resolve().relative_to(old.resolve()))

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..fileutil import is_within
+
 #: what the DreamBooth token stands for in the default prompts
 INSTANCE_PROMPT = "an artwork in sks style"
 PROMPTS = (
@@ -113,11 +115,6 @@ def load_pipeline(base: str, kind: str = "sd15", device: str = "cpu", dtype=torc
     return pipe.to(device)
 
 
-def _under(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def find_images(folder: str | Path, exclude: Sequence[str | Path] = ()) -> list[Path]:
     """The images a run takes from ``folder``, sorted: what ``fastprotect protect`` takes
     from a folder (searched recursively by suffix; hidden files and ``__MACOSX`` skipped),
@@ -136,7 +133,7 @@ def find_images(folder: str | Path, exclude: Sequence[str | Path] = ()) -> list[
         if p.is_file()
         and p.suffix.lower() in PROTECT_EXTENSIONS
         and not is_hidden(p.relative_to(folder))
-        and not any(_under(p, e) for e in skip)
+        and not any(is_within(p, e) for e in skip)
     ]
     if not paths:
         raise FileNotFoundError(
@@ -183,7 +180,7 @@ def gather_inputs(clean: str | Path, protected: str | Path | None, out: str | Pa
     # OUT/protected_inputs (the harness's own) lies in OUT: only the samples are left out
     samples = [out / "clean", out / "protected"]
     protected_paths = find_images(
-        protected_root, exclude=samples if _under(protected_root, out) else [out]
+        protected_root, exclude=samples if is_within(protected_root, out) else [out]
     )
 
     def rel(path: Path, root: Path) -> str:
