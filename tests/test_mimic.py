@@ -246,10 +246,11 @@ def test_command_line_protects_the_clean_set_itself(tmp_path):
     assert tool.main(args) == 2  # results exist: not overwritten without --overwrite
     # another artist's set in the same folder: nothing of the first set may stay in it
     (clean / "1.png").unlink()
-    assert tool.main([*args, "--overwrite"]) == 0
+    assert tool.main([*args, "--overwrite", "--seed", "3"]) == 0
     assert [p.name for p in (tmp_path / "out" / "protected_inputs").iterdir()] == ["0.png"]
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     assert doc["runs"]["clean"]["images"] == doc["runs"]["protected"]["images"] == 1
+    assert doc["settings"]["seed"] == 3
 
 
 def _tool():

@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inference-steps", type=int, default=d.inference_steps)
     ap.add_argument("--guidance", type=float, default=d.guidance_scale)
     ap.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the fine-tuning's image choice, noise and timesteps (default: %(default)s)",
+    )
+    ap.add_argument(
         "--metrics",
         nargs="+",
         default=list(METRICS),
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             inference_steps=args.inference_steps,
             guidance_scale=args.guidance,
+            seed=args.seed,
         )
         # both folders are read before anything is downloaded, protected or fine-tuned
         found = gather_inputs(args.clean, args.protected, args.out)
