@@ -58,7 +58,7 @@ def main() -> None:
         files = list_images(args.data)
         if not files:
             sys.exit(f"no images under {' '.join(args.data)}: nothing to check the compact form on")
-        _, doc = load_model(args.model)
+        mop, doc = load_model(args.model)
     except USER_ERRORS as e:
         sys.exit(f"pack_model: {e}")
     # --s-min changes the floor only; the model's luma floor and colour weight stay
@@ -68,7 +68,6 @@ def main() -> None:
     compact_copy(args.model, out, {"name": args.name, "version": str(args.version)}, inference)
     try:
         # the full-precision model at the packed file's settings: only the storage differs
-        mop, doc = load_model(args.model)
         if inference is not None:
             doc["inference"] = inference
         full, strength = configure(encoder_from_identity(doc["encoder"]), mop, doc, args.strength)
