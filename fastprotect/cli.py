@@ -287,6 +287,13 @@ def _own(argv: Sequence[str]) -> int:
         "--examples", type=int, default=0, help="save the first N images of each domain as PNG"
     )
     p_ev.add_argument(
+        "--attack-cache",
+        metavar="DIR",
+        help="keep the per-image attacks' results (pgd, pgdu, photoguard) in DIR and reuse "
+        "them: a later run attacking the same image at the same view, budget and steps "
+        "skips the attack, with rows equal to the last digit (about 4 MB per image and view)",
+    )
+    p_ev.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run: each image's rows are kept in OUT/partial.jsonl as "
@@ -521,6 +528,7 @@ def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             journal=out / "partial.jsonl",
             resume=args.resume,
             out=out,
+            cache=args.attack_cache,
             # what decides the rows beyond evaluate's own settings and models
             journal_key={
                 "method_specs": args.method,

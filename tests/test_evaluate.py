@@ -840,3 +840,90 @@ def test_a_leftover_results_file_stops_evaluate_before_it_measures(tmp_path, cap
     assert f"{tmp_path / 'out' / 'results.csv'} exists; choose another --out" in (
         capsys.readouterr().err
     )
+
+
+@needs_data
+@needs_weights
+def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
+    view_model, tmp_path, capsys, monkeypatch
+):
+    import fastprotect.eval.run as run
+
+    cache = tmp_path / "cache"
+
+    def ev(out):
+        code = main([
+            "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}",
+            "--method", "pgd:2", "--method", "pgdu:2", "--method", "sign", "--method", "resized",
+            "--out", str(tmp_path / out), "--split", "all", "--per-domain", "1",
+            "--max-side", "96", "--view", "48", "--strength", "jnd", "--transforms", "clean",
+            "jpeg75", "--attack-cache", str(cache),
+        ])  # fmt: skip
+        assert code == 0
+        return json.loads((tmp_path / out / "results.json").read_text())
+
+    def measured(doc):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["rows"]]
+
+    def attack_seconds(doc):
+        return [(r["method"], r["seconds"]) for r in doc["rows"] if "pgd" in r["method"]]
+
+    first = ev("a")
+    assert first["settings"]["attack_cache"] == {"folder": str(cache), "reused": 0, "computed": 2}
+    entries = sorted(cache.glob("*/*.pt"))
+    assert len(entries) == 2  # 1 image x 2 attacks
+
+    def no_attack(*a, **k):
+        raise AssertionError("attacked although the cache holds the result")
+
+    with monkeypatch.context() as m:
+        m.setattr(run, "pgd", no_attack)
+        m.setattr(run, "pgd_untargeted", no_attack)
+        again = ev("b")
+    assert again["settings"]["attack_cache"] == {"folder": str(cache), "reused": 2, "computed": 0}
+    # every row equal to the last digit; the attacks' seconds are their own, as computed
+    assert measured(again) == measured(first)
+    assert attack_seconds(again) == attack_seconds(first)
+
+    # a damaged entry is attacked again, with a warning, and replaced
+    entries[0].write_bytes(b"not a tensor")
+    capsys.readouterr()
+    mended = ev("c")
+    assert "unreadable" in capsys.readouterr().err
+    assert mended["settings"]["attack_cache"] == {"folder": str(cache), "reused": 1, "computed": 1}
+    assert measured(mended) == measured(first)
+    assert min(torch.load(entries[0], weights_only=True)["x_hat"].shape[-2:]) == 48  # the view
+
+    # a file where the cache should be: refused before any image is measured
+    (tmp_path / "file").write_text("x")
+    assert main([
+        "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}", "--method", "pgdu:2",
+        "--out", str(tmp_path / "e"), "--split", "all", "--per-domain", "1", "--view", "48",
+        "--attack-cache", str(tmp_path / "file"),
+    ]) == 2  # fmt: skip
+    assert "attack cache" in capsys.readouterr().err
+
+
+def test_an_attack_cache_entry_is_named_by_everything_the_attack_depends_on(tmp_path):
+    from fastprotect.eval.cache import AttackCache
+
+    cache = AttackCache(tmp_path)
+    spec = {"kind": "pgd", "steps": 50, "eta": 8 / 255, "step_size": 1 / 255}
+    x, y = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+
+    def name(spec=spec, encoder="e1", uses_target=True, x=x, y=y):
+        return cache.wrap(lambda a, b: a, spec, encoder, uses_target).path(x, y)
+
+    base = name()
+    assert name() == base  # deterministic
+    assert name(spec={**spec, "steps": 51}) != base
+    assert name(spec={**spec, "eta": 4 / 255}) != base
+    assert name(spec={**spec, "step_size": 2 / 255}) != base
+    assert name(encoder="e2") != base
+    x2 = x.clone()
+    x2[0, 0, 0, 0] += 1e-7  # one pixel, far below 8 bits
+    assert name(x=x2) != base
+    assert name(x=x.double()) != base
+    assert name(y=torch.rand(1, 3, 8, 8)) != base  # a targeted attack: the target counts
+    untargeted = name(uses_target=False)
+    assert name(uses_target=False, y=torch.rand(1, 3, 8, 8)) == untargeted

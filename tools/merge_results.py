@@ -41,6 +41,7 @@ _PER_RUN = (
     "device_name",
     "data",
     "skipped_files",
+    "attack_cache",
 )
 
 

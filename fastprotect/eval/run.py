@@ -39,7 +39,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,7 @@ from ..protector import Protector
 from ..strength import LPIPSMap, find_alexnet, importable
 from ..views import attacker_resize
 from .baselines import pgd, pgd_untargeted, photoguard, sign_noise, uniform_noise
+from .cache import AttackCache
 from .journal import RunJournal, journalled_names
 from .metrics import latent_pull, lowfreq_psnr, psnr, reconstruction_psnr, ssim
 from .purify import (
@@ -88,6 +89,8 @@ METRICS = ("psnr", "ssim", "lf_psnr", "lpips", "dists", "latent_pull", "disrupti
 #: methods published at the attacker's view in view mode; ``resized`` is the unprotected
 #: image published there, the reference of the others (a transform acts on a smaller image)
 AT_VIEW = ("pgd", "pgdu", "photoguard", "resized")
+#: per-image attacks: the slow methods, whose results ``evaluate``'s ``cache`` keeps
+ATTACKS = ("pgd", "pgdu", "photoguard")
 
 
 class EvaluationError(ValueError):
@@ -102,6 +105,9 @@ class Method:
     protect: Callable[[Tensor, Tensor], Tensor]  # (x, target image at x's size) -> x_hat
     router: Protector | None = None  # MoP models choose (and are measured on) their own target
     at_view: bool = False  # view mode: protects the attacker's view, not the published image
+    # a per-image attack's parameters (kind, steps, eta, step_size): what a cache of its
+    # results (evaluate's ``cache``) tells runs apart by, with the image and the encoder
+    attack: dict | None = None
 
 
 #: what decoding an unreadable image file raises (Pillow: OSError for unknown or truncated
@@ -165,7 +171,10 @@ def parse_methods(
     methods += [Method(n, lambda x, y, p=p: p(x), router=p) for n, p in mops]
     for name, kind, steps in rest:
         run = _baseline(kind, steps, ref.encoder, budget, pgd_step_size)
-        methods.append(Method(name, run, at_view=kind in AT_VIEW))
+        attack = None
+        if kind in ATTACKS:
+            attack = {"kind": kind, "steps": steps, "eta": budget, "step_size": pgd_step_size}
+        methods.append(Method(name, run, at_view=kind in AT_VIEW, attack=attack))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise EvaluationError(f"method names must differ, got {names}; use NAME=spec")
@@ -409,6 +418,16 @@ def _clock(x: Tensor) -> float:
     return time.perf_counter()
 
 
+def _timed(method: Method, x: Tensor, y: Tensor) -> tuple[Tensor, float]:
+    """``method``'s protected ``x`` and the seconds it took (behind the attack cache, the
+    attack's own seconds, those it took when it was computed for a result from the cache)."""
+    t0 = _clock(x)
+    x_hat = method.protect(x, y)
+    seconds = _clock(x) - t0
+    own = getattr(method.protect, "seconds", None)
+    return x_hat, seconds if own is None else own
+
+
 @torch.no_grad()
 def evaluate(
     data: Sequence[str | Path],
@@ -432,6 +451,7 @@ def evaluate(
     device: str = "cpu",
     shard: tuple[int, int] | None = None,
     out: Path | None = None,
+    cache: str | Path | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every method on every image; returns the per-image rows and the settings.
 
@@ -458,6 +478,10 @@ def evaluate(
     With ``examples > 0``, the first ``examples`` images of each domain are also written
     to ``examples_dir/<domain>/<image>/`` as PNG: ``original``, ``original_recon``
     (``D(E(x))``), and per method ``<method>`` and ``<method>_recon`` (no transform).
+
+    With ``cache`` (a folder) the per-image attacks' results are kept there and reused by
+    any later run that attacks the same image the same way (:mod:`~.cache`), with rows
+    equal to the last digit; the settings' ``attack_cache`` says how many were reused.
     """
     if any(v < 16 for v in views):
         raise EvaluationError(f"views are shorter sides in pixels (at least 16), got {list(views)}")
@@ -476,6 +500,13 @@ def evaluate(
     if examples and examples_dir is None:
         raise EvaluationError("examples need a folder to go to")
     dev = check_device(device)
+    attack_cache = None
+    if cache is not None:  # made now: not after the first attack's minutes
+        try:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EvaluationError(f"the attack cache {cache} cannot be a folder: {e}") from None
+        attack_cache = AttackCache(cache)
 
     with _full_precision(dev):  # a GPU's TF32 would round the autoencoders' convolutions
         enc, dec = evaluation_autoencoder(eval_encoder)
@@ -485,6 +516,19 @@ def evaluate(
         for module in [reference, *(m.router for m in methods if m.router is not None)]:
             module.to(dev)  # the reference's encoder is the one the per-image baselines attack
         lpips_fn = _lpips_metric(dev)
+        if attack_cache is not None and any(m.attack for m in methods):
+            attacked = _state_digest(reference.encoder)  # the encoder the attacks run on
+            methods = [
+                replace(
+                    m,
+                    protect=attack_cache.wrap(
+                        m.protect, m.attack, attacked, uses_target=m.attack["kind"] == "pgd"
+                    ),
+                )
+                if m.attack
+                else m
+                for m in methods
+            ]
         fns = _bind(transforms, enc, dec, lpips_fn)
         settings = {
             "data": [str(r) for r in roots],
@@ -599,6 +643,8 @@ def evaluate(
             if run_journal is not None:
                 run_journal.record(str(path), image_rows)
             rows += image_rows
+        if attack_cache is not None:  # after the journal's key: a run may resume with or without
+            settings["attack_cache"] = attack_cache.summary()
         if skipped:
             settings["images"] -= len(skipped)
             settings["skipped_files"] = skipped
@@ -644,9 +690,7 @@ def _crop_rows(
         else:
             name, y = _target(method.router, x)
             z_y = enc.latent(y)
-        t0 = _clock(x)
-        x_hat = method.protect(x, y)
-        seconds = _clock(x) - t0
+        x_hat, seconds = _timed(method, x, y)
         if keep and dec:
             _save_png(x_hat, keep / f"{method.name}.png")
             _save_png(dec(enc.latent(x_hat)), keep / f"{method.name}_recon.png")
@@ -720,13 +764,10 @@ def _view_rows(
         if method.at_view:
             published = {}
             for v in views:
-                t0 = _clock(x)
-                published[v] = (method.protect(clean[v][0], attacker_resize(y, v)), clean[v][0])
-                published[v] += (_clock(x) - t0,)
+                x_hat, seconds = _timed(method, clean[v][0], attacker_resize(y, v))
+                published[v] = (x_hat, clean[v][0], seconds)
         else:
-            t0 = _clock(x)
-            x_hat = method.protect(x, y)
-            seconds = _clock(x) - t0
+            x_hat, seconds = _timed(method, x, y)
             published = {v: (x_hat, x, seconds) for v in views}
         if keep:
             first = published[views[0]][0]

@@ -1,0 +1,136 @@
+"""A folder of per-image attack results that later evaluations reuse (``evaluate --cache``).
+
+Per-image PGD is most of an evaluation's time on a CPU (about 75 s per validation image at
+view 512, 50 steps), and every run that measures another transform on the same images
+computes the same attack again. The attack is deterministic (a fixed seed), so its result
+is a function of what it is given; :class:`AttackCache` stores it under a digest of all of
+that and hands it back instead of attacking again:
+
+- the image as attacked, exactly (its bytes, shape and dtype: so the file, the view, the
+  resize and ``--max-side`` are all in it), and for attacks toward a target the target as
+  given;
+- the attack: kind, steps, budget and step size;
+- the weights of the encoder attacked;
+- the code: the source of :mod:`fastprotect.eval.baselines`, the torch version and the
+  device type (a GPU's arithmetic differs from a CPU's in the last digits).
+
+A cached result is the float tensor the attack returned, so the rows of a run that reuses
+it equal those of the run that computed it, to the last digit. Its ``seconds`` are the
+attack's own time when it was computed, so the seconds per image stay the attack's cost.
+Entries are written whole or not at all; one that cannot be read is computed again and
+replaced, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..fileutil import atomic_output
+from . import baselines
+
+#: what a cache entry's name depends on besides its inputs; changed when the format changes
+_FORMAT = "fastprotect attack cache 1"
+
+
+def _tensor_digest(h, t: Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{tuple(t.shape)} {t.dtype}".encode())
+    h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _code_digest() -> str:
+    return hashlib.sha256(Path(baselines.__file__).read_bytes()).hexdigest()
+
+
+class AttackCache:
+    """Attack results kept in ``folder``, ``<2 hex>/<digest>.pt`` each (about 4 MB for an
+    image of 512x683 pixels)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"the cache {self.folder} is a file, not a folder")
+        self.hits = 0
+        self.computed = 0
+        self._code = _code_digest()
+
+    def wrap(
+        self,
+        attack: Callable[[Tensor, Tensor], Tensor],
+        spec: dict,
+        encoder_digest: str,
+        uses_target: bool,
+    ) -> CachedAttack:
+        """``attack`` (``(x, target image) -> x_hat``) answered from the cache where it can
+        be. ``spec`` names the attack and its parameters (kind, steps, budget, step size);
+        ``uses_target``: whether the result depends on the target image."""
+        head = {
+            "format": _FORMAT,
+            "spec": spec,
+            "encoder": encoder_digest,
+            "code": self._code,
+            "torch": torch.__version__,
+        }
+        return CachedAttack(self, attack, json.dumps(head, sort_keys=True), uses_target)
+
+    def summary(self) -> dict:
+        """What the run's settings record: the folder and how many results it gave."""
+        return {"folder": str(self.folder), "reused": self.hits, "computed": self.computed}
+
+
+class CachedAttack:
+    """A per-image attack behind an :class:`AttackCache`. ``seconds`` is, after each call,
+    the attack's own time (for a result from the cache, its time when it was computed),
+    without the cache's reading, hashing and writing."""
+
+    def __init__(self, cache: AttackCache, attack, head: str, uses_target: bool):
+        self.cache, self.attack, self.head, self.uses_target = cache, attack, head, uses_target
+        self.seconds: float | None = None
+
+    def path(self, x: Tensor, y: Tensor) -> Path:
+        h = hashlib.sha256(self.head.encode())
+        h.update(x.device.type.encode())
+        _tensor_digest(h, x)
+        if self.uses_target:
+            _tensor_digest(h, y)
+        d = h.hexdigest()
+        return self.cache.folder / d[:2] / f"{d}.pt"
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        path = self.path(x, y)
+        self.seconds = None
+        if path.exists():
+            try:
+                entry = torch.load(path, map_location="cpu", weights_only=True)
+                x_hat, seconds = entry["x_hat"], float(entry["seconds"])
+                if x_hat.shape != x.shape or x_hat.dtype != x.dtype:
+                    raise ValueError(f"a {tuple(x_hat.shape)} result for {tuple(x.shape)}")
+            except Exception as e:  # any unreadable entry: attack again and replace it
+                print(
+                    f"fastprotect: warning: cache entry {path} unreadable "
+                    f"({type(e).__name__}: {e}); attacking again",
+                    file=sys.stderr,
+                )
+            else:
+                self.cache.hits += 1
+                self.seconds = seconds
+                return x_hat.to(x.device)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        x_hat = self.attack(x, y)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        self.seconds = time.perf_counter() - t0
+        with atomic_output(path) as tmp:
+            torch.save({"x_hat": x_hat.detach().cpu(), "seconds": self.seconds}, tmp)
+        self.cache.computed += 1
+        return x_hat
