@@ -851,16 +851,21 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
 
     cache = tmp_path / "cache"
 
-    def ev(out):
+    def ev(out, pgd="pgd:2", extra=()):
         code = main([
             "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}",
-            "--method", "pgd:2", "--method", "pgdu:2", "--method", "sign", "--method", "resized",
+            "--method", pgd, "--method", "pgdu:2", "--method", "sign", "--method", "resized",
             "--out", str(tmp_path / out), "--split", "all", "--per-domain", "1",
             "--max-side", "96", "--view", "48", "--strength", "jnd", "--transforms", "clean",
-            "jpeg75", "--attack-cache", str(cache),
+            "jpeg75", "--attack-cache", str(cache), *extra,
         ])  # fmt: skip
         assert code == 0
         return json.loads((tmp_path / out / "results.json").read_text())
+
+    def counts(doc):
+        c = doc["settings"]["attack_cache"]
+        assert c["folder"] == str(cache.resolve())
+        return c["reused"], c["computed"]
 
     def measured(doc):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["rows"]]
@@ -869,7 +874,7 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
         return [(r["method"], r["seconds"]) for r in doc["rows"] if "pgd" in r["method"]]
 
     first = ev("a")
-    assert first["settings"]["attack_cache"] == {"folder": str(cache), "reused": 0, "computed": 2}
+    assert counts(first) == (0, 2)
     entries = sorted(cache.glob("*/*.pt"))
     assert len(entries) == 2  # 1 image x 2 attacks
 
@@ -880,7 +885,7 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
         m.setattr(run, "pgd", no_attack)
         m.setattr(run, "pgd_untargeted", no_attack)
         again = ev("b")
-    assert again["settings"]["attack_cache"] == {"folder": str(cache), "reused": 2, "computed": 0}
+    assert counts(again) == (2, 0)
     # every row equal to the last digit; the attacks' seconds are their own, as computed
     assert measured(again) == measured(first)
     assert attack_seconds(again) == attack_seconds(first)
@@ -890,9 +895,13 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
     capsys.readouterr()
     mended = ev("c")
     assert "unreadable" in capsys.readouterr().err
-    assert mended["settings"]["attack_cache"] == {"folder": str(cache), "reused": 1, "computed": 1}
+    assert counts(mended) == (1, 1)
     assert measured(mended) == measured(first)
     assert min(torch.load(entries[0], weights_only=True)["x_hat"].shape[-2:]) == 48  # the view
+
+    # another step count for one attack, another budget for both: attacked again
+    assert counts(ev("steps", pgd="pgd:3")) == (1, 1)
+    assert counts(ev("eta", extra=["--eta", "0.02"])) == (0, 2)
 
     # a file where the cache should be: refused before any image is measured
     (tmp_path / "file").write_text("x")
@@ -904,15 +913,15 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
     assert "attack cache" in capsys.readouterr().err
 
 
-def test_an_attack_cache_entry_is_named_by_everything_the_attack_depends_on(tmp_path):
+def test_an_attack_cache_entry_is_named_by_what_the_attack_is_given_and_its_code(tmp_path):
     from fastprotect.eval.cache import AttackCache
 
     cache = AttackCache(tmp_path)
     spec = {"kind": "pgd", "steps": 50, "eta": 8 / 255, "step_size": 1 / 255}
     x, y = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
 
-    def name(spec=spec, encoder="e1", uses_target=True, x=x, y=y):
-        return cache.wrap(lambda a, b: a, spec, encoder, uses_target).path(x, y)
+    def name(spec=spec, encoder="e1", uses_target=True, x=x, y=y, code=""):
+        return cache.wrap(lambda a, b: a, spec, encoder, uses_target, code=code).path(x, y)
 
     base = name()
     assert name() == base  # deterministic
@@ -920,6 +929,7 @@ def test_an_attack_cache_entry_is_named_by_everything_the_attack_depends_on(tmp_
     assert name(spec={**spec, "eta": 4 / 255}) != base
     assert name(spec={**spec, "step_size": 2 / 255}) != base
     assert name(encoder="e2") != base
+    assert name(code="def run(x, y): ...") != base  # the code binding the attack to its encoder
     x2 = x.clone()
     x2[0, 0, 0, 0] += 1e-7  # one pixel, far below 8 bits
     assert name(x=x2) != base
@@ -927,3 +937,45 @@ def test_an_attack_cache_entry_is_named_by_everything_the_attack_depends_on(tmp_
     assert name(y=torch.rand(1, 3, 8, 8)) != base  # a targeted attack: the target counts
     untargeted = name(uses_target=False)
     assert name(uses_target=False, y=torch.rand(1, 3, 8, 8)) == untargeted
+
+
+def test_an_attack_cache_that_cannot_be_written_or_read_costs_the_reuse_not_the_run(
+    tmp_path, capsys, monkeypatch
+):
+    import fastprotect.eval.cache as cache_mod
+
+    cache = cache_mod.AttackCache(tmp_path)
+    spec = {"kind": "pgdu", "steps": 2, "eta": 8 / 255, "step_size": 1 / 255}
+    calls = []
+
+    def attack(x, y):
+        calls.append(1)
+        return x + 0.01
+
+    x, y = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    wrapped = cache.wrap(attack, spec, "enc", uses_target=False)
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_mod, "atomic_output", full_disk)
+        for _ in range(2):
+            assert torch.equal(wrapped(x, y), x + 0.01)  # the result all the same
+    err = capsys.readouterr().err
+    assert err.count("cannot write to the attack cache") == 1  # warned once
+    assert "No space left on device" in err
+    assert len(calls) == 2 and cache.computed == 2 and not list(tmp_path.glob("*/*.pt"))
+
+    # an entry that loads but holds non-finite values or negative seconds: attacked again
+    path = wrapped.path(x, y)
+    for bad in (
+        {"x_hat": torch.full_like(x, float("nan")), "seconds": 1.0},
+        {"x_hat": x, "seconds": -1.0},
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(bad, path)
+        assert torch.equal(wrapped(x, y), x + 0.01)
+        assert "unreadable" in capsys.readouterr().err
+    assert len(calls) == 4 and cache.hits == 0
+    assert torch.equal(wrapped(x, y), x + 0.01) and cache.hits == 1 and len(calls) == 4

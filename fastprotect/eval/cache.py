@@ -1,30 +1,38 @@
-"""A folder of per-image attack results that later evaluations reuse (``evaluate --cache``).
+"""A folder of per-image attack results that later evaluations reuse (``evaluate --attack-cache``).
 
 Per-image PGD is most of an evaluation's time on a CPU (about 75 s per validation image at
 view 512, 50 steps), and every run that measures another transform on the same images
 computes the same attack again. The attack is deterministic (a fixed seed), so its result
-is a function of what it is given; :class:`AttackCache` stores it under a digest of all of
-that and hands it back instead of attacking again:
+is a function of what it is given; :class:`AttackCache` stores it under a digest of what
+it is given and of the code that computes it, and hands it back instead of attacking again:
 
 - the image as attacked, exactly (its bytes, shape and dtype: so the file, the view, the
   resize and ``--max-side`` are all in it), and for attacks toward a target the target as
   given;
 - the attack: kind, steps, budget and step size;
-- the weights of the encoder attacked;
-- the code: the source of :mod:`fastprotect.eval.baselines`, the torch version and the
-  device type (a GPU's arithmetic differs from a CPU's in the last digits).
+- the encoder attacked: its class and the bytes of its weights;
+- the code: the source of :mod:`fastprotect.eval.baselines`, of the encoders
+  (:mod:`fastprotect.encoders`) and of the function that binds an attack to its encoder;
+  the fastprotect and torch versions; and the device *type* (a GPU's arithmetic differs
+  from a CPU's in the last digits; two GPUs of different models are not told apart).
+
+What it does not see: a change of the libraries below torch (a different BLAS or cuDNN
+can change the last digits) or of the number of threads. A reused result equals the
+computing run's to the last digit, whatever the reusing run's machine would have given.
 
 A cached result is the float tensor the attack returned, so the rows of a run that reuses
 it equal those of the run that computed it, to the last digit. Its ``seconds`` are the
 attack's own time when it was computed, so the seconds per image stay the attack's cost.
-Entries are written whole or not at all; one that cannot be read is computed again and
-replaced, with a warning.
+Entries are written whole or not at all; one that cannot be read (or holds non-finite
+values) is computed again and replaced, with a warning. A cache that cannot be written
+(a full disk, a read-only folder) costs the reuse, not the run: a warning, once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -33,11 +41,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .. import __version__, encoders
 from ..fileutil import atomic_output
 from . import baselines
 
 #: what a cache entry's name depends on besides its inputs; changed when the format changes
-_FORMAT = "fastprotect attack cache 1"
+_FORMAT = "fastprotect attack cache 2"
 
 
 def _tensor_digest(h, t: Tensor) -> None:
@@ -47,12 +56,18 @@ def _tensor_digest(h, t: Tensor) -> None:
 
 
 def _code_digest() -> str:
-    return hashlib.sha256(Path(baselines.__file__).read_bytes()).hexdigest()
+    """sha256 over the source of the attacks and of every encoder module."""
+    h = hashlib.sha256()
+    files = [Path(baselines.__file__), *sorted(Path(encoders.__file__).parent.glob("*.py"))]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 class AttackCache:
-    """Attack results kept in ``folder``, ``<2 hex>/<digest>.pt`` each (about 4 MB for an
-    image of 512x683 pixels)."""
+    """Attack results kept in ``folder``, ``<2 hex>/<digest>.pt`` each (about 4 MB per
+    attack on an image of 512x683 pixels)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -60,30 +75,41 @@ class AttackCache:
             raise NotADirectoryError(f"the cache {self.folder} is a file, not a folder")
         self.hits = 0
         self.computed = 0
+        self.unwritable = False  # warned once already
         self._code = _code_digest()
 
     def wrap(
         self,
         attack: Callable[[Tensor, Tensor], Tensor],
         spec: dict,
-        encoder_digest: str,
+        encoder: str,
         uses_target: bool,
+        code: str = "",
     ) -> CachedAttack:
         """``attack`` (``(x, target image) -> x_hat``) answered from the cache where it can
         be. ``spec`` names the attack and its parameters (kind, steps, budget, step size);
-        ``uses_target``: whether the result depends on the target image."""
+        ``encoder`` tells the encoder attacked apart (its class and a digest of its
+        weights); ``uses_target``: whether the result depends on the target image;
+        ``code``: the source of whatever binds the attack to its encoder, beyond the
+        modules every entry's name covers."""
         head = {
             "format": _FORMAT,
             "spec": spec,
-            "encoder": encoder_digest,
+            "encoder": encoder,
             "code": self._code,
+            "bind": hashlib.sha256(code.encode()).hexdigest(),
+            "fastprotect": __version__,
             "torch": torch.__version__,
         }
         return CachedAttack(self, attack, json.dumps(head, sort_keys=True), uses_target)
 
     def summary(self) -> dict:
         """What the run's settings record: the folder and how many results it gave."""
-        return {"folder": str(self.folder), "reused": self.hits, "computed": self.computed}
+        return {
+            "folder": str(self.folder.resolve()),
+            "reused": self.hits,
+            "computed": self.computed,
+        }
 
 
 class CachedAttack:
@@ -113,6 +139,10 @@ class CachedAttack:
                 x_hat, seconds = entry["x_hat"], float(entry["seconds"])
                 if x_hat.shape != x.shape or x_hat.dtype != x.dtype:
                     raise ValueError(f"a {tuple(x_hat.shape)} result for {tuple(x.shape)}")
+                if not (math.isfinite(seconds) and seconds >= 0):
+                    raise ValueError(f"{seconds} seconds")
+                if not torch.isfinite(x_hat).all():
+                    raise ValueError("non-finite values")
             except Exception as e:  # any unreadable entry: attack again and replace it
                 print(
                     f"fastprotect: warning: cache entry {path} unreadable "
@@ -130,7 +160,18 @@ class CachedAttack:
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         self.seconds = time.perf_counter() - t0
-        with atomic_output(path) as tmp:
-            torch.save({"x_hat": x_hat.detach().cpu(), "seconds": self.seconds}, tmp)
         self.cache.computed += 1
+        try:
+            with atomic_output(path) as tmp:
+                torch.save({"x_hat": x_hat.detach().cpu(), "seconds": self.seconds}, tmp)
+        except (OSError, RuntimeError) as e:  # torch's writer: RuntimeError on a full disk
+            # the result is good; only its reuse is lost
+            if not self.cache.unwritable:
+                self.cache.unwritable = True
+                print(
+                    f"fastprotect: warning: cannot write to the attack cache "
+                    f"{self.cache.folder} ({type(e).__name__}: {e}); going on without "
+                    "keeping the attacks' results",
+                    file=sys.stderr,
+                )
         return x_hat

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import inspect
 import json
 import math
 import statistics
@@ -517,12 +518,21 @@ def evaluate(
             module.to(dev)  # the reference's encoder is the one the per-image baselines attack
         lpips_fn = _lpips_metric(dev)
         if attack_cache is not None and any(m.attack for m in methods):
-            attacked = _state_digest(reference.encoder)  # the encoder the attacks run on
+            attacked = reference.encoder  # the encoder the attacks run on
+            attacked_id = (
+                f"{type(attacked).__module__}.{type(attacked).__qualname__} "
+                f"{_state_digest(attacked)}"
+            )
+            bind = inspect.getsource(_baseline)
             methods = [
                 replace(
                     m,
                     protect=attack_cache.wrap(
-                        m.protect, m.attack, attacked, uses_target=m.attack["kind"] == "pgd"
+                        m.protect,
+                        m.attack,
+                        attacked_id,
+                        uses_target=m.attack["kind"] == "pgd",
+                        code=bind,
                     ),
                 )
                 if m.attack
