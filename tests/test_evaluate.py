@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -849,7 +850,8 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
 ):
     import fastprotect.eval.run as run
 
-    cache = tmp_path / "cache"
+    monkeypatch.chdir(tmp_path)
+    cache = Path("cache")  # relative: the settings record it absolute
 
     def ev(out, pgd="pgd:2", extra=()):
         code = main([
@@ -864,7 +866,7 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
 
     def counts(doc):
         c = doc["settings"]["attack_cache"]
-        assert c["folder"] == str(cache.resolve())
+        assert c["folder"] == str(tmp_path / "cache")
         return c["reused"], c["computed"]
 
     def measured(doc):
@@ -939,8 +941,11 @@ def test_an_attack_cache_entry_is_named_by_what_the_attack_is_given_and_its_code
     assert name(uses_target=False, y=torch.rand(1, 3, 8, 8)) == untargeted
 
 
+@pytest.mark.parametrize(
+    "error", [OSError(28, "No space left on device"), RuntimeError("failed writing file")]
+)
 def test_an_attack_cache_that_cannot_be_written_or_read_costs_the_reuse_not_the_run(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch, error
 ):
     import fastprotect.eval.cache as cache_mod
 
@@ -956,7 +961,7 @@ def test_an_attack_cache_that_cannot_be_written_or_read_costs_the_reuse_not_the_
     wrapped = cache.wrap(attack, spec, "enc", uses_target=False)
 
     def full_disk(*a, **k):
-        raise OSError(28, "No space left on device")
+        raise error
 
     with monkeypatch.context() as m:
         m.setattr(cache_mod, "atomic_output", full_disk)
@@ -964,7 +969,7 @@ def test_an_attack_cache_that_cannot_be_written_or_read_costs_the_reuse_not_the_
             assert torch.equal(wrapped(x, y), x + 0.01)  # the result all the same
     err = capsys.readouterr().err
     assert err.count("cannot write to the attack cache") == 1  # warned once
-    assert "No space left on device" in err
+    assert str(error) in err
     assert len(calls) == 2 and cache.computed == 2 and not list(tmp_path.glob("*/*.pt"))
 
     # an entry that loads but holds non-finite values or negative seconds: attacked again
@@ -979,3 +984,12 @@ def test_an_attack_cache_that_cannot_be_written_or_read_costs_the_reuse_not_the_
         assert "unreadable" in capsys.readouterr().err
     assert len(calls) == 4 and cache.hits == 0
     assert torch.equal(wrapped(x, y), x + 0.01) and cache.hits == 1 and len(calls) == 4
+
+    # a non-finite result is handed on but not kept (a later run would refuse it)
+    nan = cache.wrap(lambda a, b: a * float("nan"), {**spec, "steps": 3}, "enc", False)
+    assert torch.isnan(nan(x, y)).all() and not nan.path(x, y).exists()
+
+    # an installation without the attacks' source cannot name entries: refused at once
+    monkeypatch.setattr(cache_mod, "_CODE", None)
+    with pytest.raises(OSError, match="source code"):
+        cache_mod.AttackCache(tmp_path)

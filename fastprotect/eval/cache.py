@@ -31,8 +31,11 @@ values) is computed again and replaced, with a warning. A cache that cannot be w
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import math
+import pkgutil
 import sys
 import time
 from collections.abc import Callable
@@ -55,14 +58,45 @@ def _tensor_digest(h, t: Tensor) -> None:
     h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
 
 
-def _code_digest() -> str:
-    """sha256 over the source of the attacks and of every encoder module."""
+def _module_source(name: str) -> str:
+    """A module's source as its loader gives it (an installed wheel, a zip, a checkout)."""
+    spec = importlib.util.find_spec(name)
+    source = spec.loader.get_source(name) if spec is not None and spec.loader else None
+    if source is None:
+        raise OSError(f"no source for {name}")
+    return source
+
+
+def _code_digest() -> str | None:
+    """sha256 over the source of the attacks and of the encoder modules; ``None`` where a
+    source cannot be read (a byte-code-only install)."""
+    names = [baselines.__name__, encoders.__name__]
+    names += sorted(
+        f"{encoders.__name__}.{m.name}" for m in pkgutil.iter_modules(encoders.__path__)
+    )
     h = hashlib.sha256()
-    files = [Path(baselines.__file__), *sorted(Path(encoders.__file__).parent.glob("*.py"))]
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
+    try:
+        for name in names:
+            h.update(name.encode())
+            h.update(_module_source(name).encode())
+    except (OSError, ImportError):
+        return None
     return h.hexdigest()
+
+
+#: read when this module is imported, so that it is the code that runs, even where the files
+#: change under a long evaluation
+_CODE = _code_digest()
+
+
+def _library_versions() -> dict[str, str]:
+    """torch's version and, where installed, diffusers' (its VAE code runs those encoders)."""
+    versions = {"torch": torch.__version__}
+    try:
+        versions["diffusers"] = importlib.metadata.version("diffusers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return versions
 
 
 class AttackCache:
@@ -76,7 +110,12 @@ class AttackCache:
         self.hits = 0
         self.computed = 0
         self.unwritable = False  # warned once already
-        self._code = _code_digest()
+        if _CODE is None:
+            raise OSError(
+                "the attack cache names its entries by the attacks' source code, and this "
+                "installation of fastprotect has none"
+            )
+        self._code = _CODE
 
     def wrap(
         self,
@@ -99,7 +138,7 @@ class AttackCache:
             "code": self._code,
             "bind": hashlib.sha256(code.encode()).hexdigest(),
             "fastprotect": __version__,
-            "torch": torch.__version__,
+            "libraries": _library_versions(),
         }
         return CachedAttack(self, attack, json.dumps(head, sort_keys=True), uses_target)
 
@@ -133,26 +172,27 @@ class CachedAttack:
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         path = self.path(x, y)
         self.seconds = None
-        if path.exists():
-            try:
-                entry = torch.load(path, map_location="cpu", weights_only=True)
-                x_hat, seconds = entry["x_hat"], float(entry["seconds"])
-                if x_hat.shape != x.shape or x_hat.dtype != x.dtype:
-                    raise ValueError(f"a {tuple(x_hat.shape)} result for {tuple(x.shape)}")
-                if not (math.isfinite(seconds) and seconds >= 0):
-                    raise ValueError(f"{seconds} seconds")
-                if not torch.isfinite(x_hat).all():
-                    raise ValueError("non-finite values")
-            except Exception as e:  # any unreadable entry: attack again and replace it
-                print(
-                    f"fastprotect: warning: cache entry {path} unreadable "
-                    f"({type(e).__name__}: {e}); attacking again",
-                    file=sys.stderr,
-                )
-            else:
-                self.cache.hits += 1
-                self.seconds = seconds
-                return x_hat.to(x.device)
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            x_hat, seconds = entry["x_hat"], float(entry["seconds"])
+            if x_hat.shape != x.shape or x_hat.dtype != x.dtype:
+                raise ValueError(f"a {tuple(x_hat.shape)} result for {tuple(x.shape)}")
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(f"{seconds} seconds")
+            if not torch.isfinite(x_hat).all():
+                raise ValueError("non-finite values")
+        except FileNotFoundError:
+            pass  # not computed yet
+        except Exception as e:  # any unreadable entry (or folder): attack again, replace it
+            print(
+                f"fastprotect: warning: cache entry {path} unreadable "
+                f"({type(e).__name__}: {e}); attacking again",
+                file=sys.stderr,
+            )
+        else:
+            self.cache.hits += 1
+            self.seconds = seconds
+            return x_hat.to(x.device)
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         t0 = time.perf_counter()
@@ -161,9 +201,12 @@ class CachedAttack:
             torch.cuda.synchronize(x.device)
         self.seconds = time.perf_counter() - t0
         self.cache.computed += 1
+        entry = {"x_hat": x_hat.detach().cpu(), "seconds": self.seconds}
+        if not torch.isfinite(entry["x_hat"]).all():
+            return x_hat  # not kept: a later run would refuse it anyway
         try:
             with atomic_output(path) as tmp:
-                torch.save({"x_hat": x_hat.detach().cpu(), "seconds": self.seconds}, tmp)
+                torch.save(entry, tmp)
         except (OSError, RuntimeError) as e:  # torch's writer: RuntimeError on a full disk
             # the result is good; only its reuse is lost
             if not self.cache.unwritable:

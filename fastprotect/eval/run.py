@@ -412,6 +412,20 @@ def _full_precision(dev: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def _source(*functions: Callable) -> str:
+    """The functions' source, or a marker where it cannot be read (a byte-code install,
+    where the attack cache refuses to start anyway)."""
+    try:
+        return "".join(inspect.getsource(f) for f in functions)
+    except (OSError, TypeError):
+        return "no source"
+
+
+#: the code in this module that an attack's result depends on (binding it to its encoder,
+#: a GPU's precision), read at import: what runs, even where the file changes meanwhile
+_ATTACK_SOURCE = _source(_baseline, _full_precision)
+
+
 def _clock(x: Tensor) -> float:
     """A time stamp after the work queued on ``x``'s device is done (GPUs run ahead)."""
     if x.is_cuda:
@@ -507,7 +521,10 @@ def evaluate(
             Path(cache).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise EvaluationError(f"the attack cache {cache} cannot be a folder: {e}") from None
-        attack_cache = AttackCache(cache)
+        try:
+            attack_cache = AttackCache(cache)
+        except OSError as e:
+            raise EvaluationError(f"the attack cache {cache}: {e}") from None
 
     with _full_precision(dev):  # a GPU's TF32 would round the autoencoders' convolutions
         enc, dec = evaluation_autoencoder(eval_encoder)
@@ -519,11 +536,14 @@ def evaluate(
         lpips_fn = _lpips_metric(dev)
         if attack_cache is not None and any(m.attack for m in methods):
             attacked = reference.encoder  # the encoder the attacks run on
-            attacked_id = (
-                f"{type(attacked).__module__}.{type(attacked).__qualname__} "
-                f"{_state_digest(attacked)}"
+            attacked_id = json.dumps(
+                {
+                    "class": f"{type(attacked).__module__}.{type(attacked).__qualname__}",
+                    "identity": attacked.identity(),
+                    "state": _state_digest(attacked),
+                },
+                sort_keys=True,
             )
-            bind = inspect.getsource(_baseline)
             methods = [
                 replace(
                     m,
@@ -532,7 +552,7 @@ def evaluate(
                         m.attack,
                         attacked_id,
                         uses_target=m.attack["kind"] == "pgd",
-                        code=bind,
+                        code=_ATTACK_SOURCE,
                     ),
                 )
                 if m.attack
