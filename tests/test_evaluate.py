@@ -877,6 +877,8 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
 
     first = ev("a")
     assert counts(first) == (0, 2)
+    err = capsys.readouterr().err
+    assert "unreadable" not in err and "cannot write" not in err  # a miss is silent
     entries = sorted(cache.glob("*/*.pt"))
     assert len(entries) == 2  # 1 image x 2 attacks
 
@@ -914,6 +916,17 @@ def test_an_attack_cache_gives_the_same_rows_without_attacking_again(
     ]) == 2  # fmt: skip
     assert "attack cache" in capsys.readouterr().err
 
+    # an installation without the attacks' source: refused with the reason
+    import fastprotect.eval.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "_CODE", None)
+    assert main([
+        "evaluate", str(DATA / "objects"), "--method", f"mop:{view_model}", "--method", "pgdu:2",
+        "--out", str(tmp_path / "f"), "--split", "all", "--per-domain", "1", "--view", "48",
+        "--attack-cache", str(cache),
+    ]) == 2  # fmt: skip
+    assert "has none" in capsys.readouterr().err and not (tmp_path / "f" / "results.json").exists()
+
 
 def test_an_attack_cache_entry_is_named_by_what_the_attack_is_given_and_its_code(tmp_path):
     from fastprotect.eval.cache import AttackCache
@@ -939,6 +952,56 @@ def test_an_attack_cache_entry_is_named_by_what_the_attack_is_given_and_its_code
     assert name(y=torch.rand(1, 3, 8, 8)) != base  # a targeted attack: the target counts
     untargeted = name(uses_target=False)
     assert name(uses_target=False, y=torch.rand(1, 3, 8, 8)) == untargeted
+
+
+def test_an_attack_cache_entry_is_named_by_the_code_the_libraries_and_the_encoders_weights(
+    tmp_path, monkeypatch
+):
+    import fastprotect.eval.cache as cache_mod
+    from fastprotect.encoders import TinyAutoencoderEncoder
+    from fastprotect.eval.run import _encoder_id
+
+    spec = {"kind": "pgdu", "steps": 2, "eta": 8 / 255, "step_size": 1 / 255}
+    x = torch.rand(1, 3, 8, 8)
+
+    def name(encoder="e"):
+        cache = cache_mod.AttackCache(tmp_path)
+        return cache.wrap(lambda a, b: a, spec, encoder, False).path(x, x)
+
+    base = name()
+    assert cache_mod._CODE is not None and len(cache_mod._CODE) == 64  # read at import
+    with monkeypatch.context() as m:
+        m.setattr(cache_mod, "_CODE", "0" * 64)  # other attack or encoder source
+        assert name() != base
+    with monkeypatch.context() as m:
+        versions = {**cache_mod._library_versions(), "torch": "0.0.0"}
+        m.setattr(cache_mod, "_library_versions", lambda: versions)
+        assert name() != base
+    assert name() == base
+
+    # the encoder: its weights, not only its class, tell two apart
+    torch.manual_seed(0)
+    enc = TinyAutoencoderEncoder(pretrained=False)
+    first = _encoder_id(enc)
+    assert _encoder_id(enc) == first and "TinyAutoencoderEncoder" in first
+    with torch.no_grad():
+        next(enc.parameters()).view(-1)[0] += 1e-3
+    assert _encoder_id(enc) != first
+    assert name(_encoder_id(enc)) != name(first)
+
+
+def test_evaluate_refuses_an_attack_kept_in_the_cache_without_its_encoder(tmp_path):
+    from fastprotect.eval.run import EvaluationError, Method, evaluate
+
+    spec = {"kind": "pgdu", "steps": 2, "eta": 8 / 255, "step_size": 1 / 255}
+    loose = Method("pgdu2", lambda x, y: x, attack=spec)  # no attacked encoder given
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    with pytest.raises(EvaluationError, match="encoder it runs on"):
+        evaluate(
+            [tmp_path / "images"], methods=[loose], reference=None, split="all",
+            cache=tmp_path / "cache",
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,27 @@ it is given and of the code that computes it, and hands it back instead of attac
   resize and ``--max-side`` are all in it), and for attacks toward a target the target as
   given;
 - the attack: kind, steps, budget and step size;
-- the encoder attacked: its class and the bytes of its weights;
-- the code: the source of :mod:`fastprotect.eval.baselines`, of the encoders
-  (:mod:`fastprotect.encoders`) and of the function that binds an attack to its encoder;
-  the fastprotect and torch versions; and the device *type* (a GPU's arithmetic differs
-  from a CPU's in the last digits; two GPUs of different models are not told apart).
+- the encoder attacked: its class, its identity and the bytes of its weights;
+- the code: the source of :mod:`fastprotect.eval.baselines`, of the encoders package
+  (:mod:`fastprotect.encoders`, module by module) and of the functions in
+  :mod:`fastprotect.eval.run` that bind an attack to its encoder and set a GPU's
+  precision, read when this module is imported; the fastprotect, torch and diffusers
+  versions; and the device *type* (a GPU's arithmetic differs from a CPU's in the last
+  digits; two GPUs of different models are not told apart).
 
 What it does not see: a change of the libraries below torch (a different BLAS or cuDNN
-can change the last digits) or of the number of threads. A reused result equals the
-computing run's to the last digit, whatever the reusing run's machine would have given.
+can change the last digits), of an editable install's code under the same version, of
+byte code that no longer matches its source file, or of the number of threads. A reused
+result equals the computing run's to the last digit, whatever the reusing run's machine
+would have given.
 
 A cached result is the float tensor the attack returned, so the rows of a run that reuses
 it equal those of the run that computed it, to the last digit. Its ``seconds`` are the
 attack's own time when it was computed, so the seconds per image stay the attack's cost.
 Entries are written whole or not at all; one that cannot be read (or holds non-finite
 values) is computed again and replaced, with a warning. A cache that cannot be written
-(a full disk, a read-only folder) costs the reuse, not the run: a warning, once.
+(a full disk, a read-only folder) costs the reuse, not the run: a warning, once, and
+each later result is offered to the folder again.
 """
 
 from __future__ import annotations
@@ -79,13 +84,13 @@ def _code_digest() -> str | None:
         for name in names:
             h.update(name.encode())
             h.update(_module_source(name).encode())
-    except (OSError, ImportError):
+    except Exception:  # noqa: BLE001 - whatever stops the reading refuses only the cache
         return None
     return h.hexdigest()
 
 
-#: read when this module is imported, so that it is the code that runs, even where the files
-#: change under a long evaluation
+#: the source files as they are when this module is imported, so that files edited under a
+#: long evaluation do not name its entries
 _CODE = _code_digest()
 
 

@@ -106,9 +106,10 @@ class Method:
     protect: Callable[[Tensor, Tensor], Tensor]  # (x, target image at x's size) -> x_hat
     router: Protector | None = None  # MoP models choose (and are measured on) their own target
     at_view: bool = False  # view mode: protects the attacker's view, not the published image
-    # a per-image attack's parameters (kind, steps, eta, step_size): what a cache of its
-    # results (evaluate's ``cache``) tells runs apart by, with the image and the encoder
+    # a per-image attack's parameters (kind, steps, eta, step_size) and the encoder it runs
+    # on: what a cache of its results (evaluate's ``cache``) tells runs apart by, with the image
     attack: dict | None = None
+    attacked: Encoder | None = None
 
 
 #: what decoding an unreadable image file raises (Pillow: OSError for unknown or truncated
@@ -175,7 +176,15 @@ def parse_methods(
         attack = None
         if kind in ATTACKS:
             attack = {"kind": kind, "steps": steps, "eta": budget, "step_size": pgd_step_size}
-        methods.append(Method(name, run, at_view=kind in AT_VIEW, attack=attack))
+        methods.append(
+            Method(
+                name,
+                run,
+                at_view=kind in AT_VIEW,
+                attack=attack,
+                attacked=ref.encoder if attack else None,
+            )
+        )
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise EvaluationError(f"method names must differ, got {names}; use NAME=spec")
@@ -388,6 +397,19 @@ def _versions() -> dict[str, str]:
     return {"fastprotect": __version__, "torch": torch.__version__}
 
 
+def _encoder_id(encoder: Encoder) -> str:
+    """What names an encoder in the attack cache: its class, its own identity and the sha256
+    of its weights."""
+    return json.dumps(
+        {
+            "class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+            "identity": encoder.identity(),
+            "state": _state_digest(encoder),
+        },
+        sort_keys=True,
+    )
+
+
 def _state_digest(module: torch.nn.Module) -> str:
     """sha256 over a module's parameters and buffers, names and bytes."""
     digest = hashlib.sha256()
@@ -525,32 +547,32 @@ def evaluate(
             attack_cache = AttackCache(cache)
         except OSError as e:
             raise EvaluationError(f"the attack cache {cache}: {e}") from None
+        for m in methods:
+            if m.attack and m.attacked is None:
+                raise EvaluationError(
+                    f"method {m.name!r}: an attack kept in the attack cache needs the "
+                    "encoder it runs on (Method.attacked)"
+                )
 
     with _full_precision(dev):  # a GPU's TF32 would round the autoencoders' convolutions
         enc, dec = evaluation_autoencoder(eval_encoder)
         enc.to(dev)
         if dec is not None:
             dec.to(dev)
-        for module in [reference, *(m.router for m in methods if m.router is not None)]:
-            module.to(dev)  # the reference's encoder is the one the per-image baselines attack
+        modules = [reference, *(m.router for m in methods if m.router is not None)]
+        modules += [m.attacked for m in methods if m.attacked is not None]
+        for module in modules:
+            module.to(dev)  # the per-image baselines attack the reference's encoder
         lpips_fn = _lpips_metric(dev)
         if attack_cache is not None and any(m.attack for m in methods):
-            attacked = reference.encoder  # the encoder the attacks run on
-            attacked_id = json.dumps(
-                {
-                    "class": f"{type(attacked).__module__}.{type(attacked).__qualname__}",
-                    "identity": attacked.identity(),
-                    "state": _state_digest(attacked),
-                },
-                sort_keys=True,
-            )
+            ids = {id(m.attacked): _encoder_id(m.attacked) for m in methods if m.attack}
             methods = [
                 replace(
                     m,
                     protect=attack_cache.wrap(
                         m.protect,
                         m.attack,
-                        attacked_id,
+                        ids[id(m.attacked)],
                         uses_target=m.attack["kind"] == "pgd",
                         code=_ATTACK_SOURCE,
                     ),
