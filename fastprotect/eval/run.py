@@ -444,7 +444,8 @@ def _source(*functions: Callable) -> str:
 
 
 #: the code in this module that an attack's result depends on (binding it to its encoder,
-#: a GPU's precision), read at import: what runs, even where the file changes meanwhile
+#: a GPU's precision), read at import, so that an edit during a long run does not name its
+#: cache entries
 _ATTACK_SOURCE = _source(_baseline, _full_precision)
 
 
