@@ -117,8 +117,8 @@ class AttackCache:
         self.unwritable = False  # warned once already
         if _CODE is None:
             raise OSError(
-                "the attack cache names its entries by the attacks' source code, and this "
-                "installation of fastprotect has none"
+                "its entries are named by the attacks' source code, and this installation "
+                "of fastprotect has none"
             )
         self._code = _CODE
 
